@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import InvalidArgumentError, NotFoundError
+from ..errors import DigestMismatchError, InvalidArgumentError, NotFoundError
 from ..store.refs import atomic_write
 
 # The kernel copies mount options into one page; the last byte is the terminating NUL.
@@ -73,6 +73,7 @@ class LayerInfo:
     size: int
     link: str
     path: Path  # the unpacked ``diff`` dir
+    entries: int = -1  # tar members of the layer, -1 when unknown
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,12 @@ class Snapshotter:
             size = int((d / "size").read_text())
             parent = (d / "parent").read_text().strip() if (d / "parent").exists() else ""
             link = (self.overlay_dir / cache_id / "link").read_text().strip()
+            entries = int((d / "entries").read_text()) if (d / "entries").exists() else -1
         except FileNotFoundError:
             raise NotFoundError(f"layer {chain_id} not found") from None
-        return LayerInfo(chain_id, diff_id, cache_id, parent, size, link, self.overlay_dir / cache_id / "diff")
+        return LayerInfo(
+            chain_id, diff_id, cache_id, parent, size, link, self.overlay_dir / cache_id / "diff", entries
+        )
 
     def layers(self) -> list[LayerInfo]:
         out = []
@@ -148,9 +152,10 @@ class Snapshotter:
         chain_id: str,
         parent: str,
         diff_id: str,
-        apply: Callable[[Path], str],
+        apply: Callable[[Path], object],
     ) -> LayerInfo:
-        """Unpack a layer once. ``apply(dir)`` extracts into ``dir`` and returns the diff_id it saw.
+        """Unpack a layer once. ``apply(dir)`` extracts into ``dir`` and returns the diff_id it saw
+        (a string, or stats with ``diff_id`` and ``entries``).
 
         A layer already unpacked is returned as is (layers are shared between images).
         """
@@ -163,11 +168,11 @@ class Snapshotter:
             tmp = self.overlay_dir / f".tmp-{cache_id}"
             (tmp / "diff").mkdir(parents=True)
             try:
-                seen = apply(tmp / "diff")
+                stats = apply(tmp / "diff")
+                seen = getattr(stats, "diff_id", stats)
+                entries = getattr(stats, "entries", None)
                 if seen != diff_id:
-                    from ..errors import DigestMismatchError
-
-                    raise DigestMismatchError("layer", diff_id, seen)
+                        raise DigestMismatchError(f"layer {diff_id}", diff_id, str(seen))
                 link = self._new_link()
                 (tmp / "link").write_text(link)
                 lower = self._lower_of(parent)
@@ -184,6 +189,8 @@ class Snapshotter:
             meta_tmp.mkdir()
             (meta_tmp / "diff_id").write_text(diff_id)
             (meta_tmp / "size").write_text(str(size))
+            if entries is not None:
+                (meta_tmp / "entries").write_text(str(entries))
             if parent:
                 (meta_tmp / "parent").write_text(parent)
             (meta_tmp / "cache_id").write_text(cache_id)

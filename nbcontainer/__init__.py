@@ -1,0 +1,50 @@
+"""nbcontainer: learn, run and analyse Linux containers from a Jupyter notebook.
+
+``%load_ext nbcontainer`` registers the magics; ``nbcontainer.Engine`` is the Python API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Engine, default_root
+from .errors import (
+    AlreadyExistsError,
+    DigestMismatchError,
+    InvalidArgumentError,
+    NbContainerError,
+    NotFoundError,
+    RegistryError,
+    RuntimeSetupError,
+    StateTransitionError,
+    UnsafeArchiveError,
+    UnsupportedHostError,
+)
+from .oci import Reference
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "default_root",
+    "Reference",
+    "NbContainerError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "InvalidArgumentError",
+    "DigestMismatchError",
+    "UnsafeArchiveError",
+    "StateTransitionError",
+    "RuntimeSetupError",
+    "RegistryError",
+    "UnsupportedHostError",
+    "load_ipython_extension",
+    "__version__",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbcontainer``: imported lazily so ``import nbcontainer`` stays light."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)

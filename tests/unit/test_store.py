@@ -1,0 +1,107 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nbcontainer.errors import DigestMismatchError, InvalidArgumentError, NotFoundError
+from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig
+from nbcontainer.store import ImageStore
+
+
+def make_image(store, name, payload=b"layer-bytes", history=None):
+    d = store.content.put(payload)
+    cfg = ImageConfig("amd64", created="2024-01-01T00:00:00Z", diff_ids=(d,),
+                      history=history or (History(created_by="ADD file", comment=name),))
+    return store.add_image(cfg, [Descriptor(MT_OCI_LAYER, d, len(payload))], name)
+
+
+def test_store_root_is_a_valid_oci_layout(tmp_path):
+    store = ImageStore(tmp_path)
+    make_image(store, "busybox")
+    assert json.loads((tmp_path / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["schemaVersion"] == 2
+    [entry] = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "docker.io/library/busybox:latest"
+    blob = tmp_path / "blobs" / "sha256" / entry["digest"][7:]
+    assert Digest.of(blob.read_bytes()) == entry["digest"]
+
+
+def test_put_refuses_wrong_digest_and_leaves_nothing(tmp_path):
+    store = ImageStore(tmp_path)
+    with pytest.raises(DigestMismatchError):
+        store.content.put_stream(__import__("io").BytesIO(b"abc"), expected=Digest.of(b"xyz"))
+    assert list(store.content.walk()) == []
+    assert os.listdir(store.content.ingest_dir) == []
+
+
+def test_put_refuses_wrong_size(tmp_path):
+    store = ImageStore(tmp_path)
+    with pytest.raises(DigestMismatchError, match="size"):
+        store.content.put_stream(__import__("io").BytesIO(b"abc"), size=4)
+
+
+def test_resolve_by_name_id_prefix_and_suggests_close_names(tmp_path):
+    store = ImageStore(tmp_path)
+    img = make_image(store, "busybox:latest")
+    assert store.resolve("busybox").id == img.id
+    assert store.resolve(img.id.hex[:8]).id == img.id
+    assert store.resolve(str(img.id)).id == img.id
+    with pytest.raises(NotFoundError, match=r"image 'busybox:lates' not found \(did you mean 'busybox:latest'\?\)"):
+        store.resolve("busybox:lates")
+
+
+def test_retagging_leaves_the_old_image_unnamed(tmp_path):
+    store = ImageStore(tmp_path)
+    a = make_image(store, "app", b"one")
+    b = make_image(store, "app", b"two")
+    images = {i.id: i for i in store.images()}
+    assert images[b.id].names == ("docker.io/library/app:latest",)
+    assert images[a.id].names == ()
+
+
+def test_tag_and_untag(tmp_path):
+    store = ImageStore(tmp_path)
+    img = make_image(store, "app")
+    store.tag(img, "localhost:5000/app:v1")
+    assert set(store.resolve("app").names) == {"docker.io/library/app:latest", "localhost:5000/app:v1"}
+    store.untag("app")
+    assert store.resolve("localhost:5000/app:v1").names == ("localhost:5000/app:v1",)
+    with pytest.raises(InvalidArgumentError):
+        store.tag(img, "app@sha256:" + "0" * 64)
+
+
+def test_gc_keeps_referenced_blobs_only(tmp_path):
+    store = ImageStore(tmp_path)
+    img = make_image(store, "app")
+    stray = store.content.put(b"stray")
+    assert store.gc() == [stray]
+    store.remove(img)
+    assert set(store.gc()) >= {img.id, img.manifest_digest}
+    assert list(store.content.walk()) == []
+
+
+def test_sweep_removes_dead_ingests_but_not_live_ones(tmp_path):
+    store = ImageStore(tmp_path)
+    (store.content.ingest_dir / "ingest-dead").write_bytes(b"partial")
+    live = store.content.writer()
+    live.write(b"in progress")
+    assert store.content.sweep() == 1
+    assert os.path.exists(live.path)
+    live.commit()
+
+
+def test_killed_writer_leaves_a_store_that_still_lists(tmp_path):
+    store = ImageStore(tmp_path)
+    img = make_image(store, "keep")
+    code = (
+        "import os, sys; from nbcontainer.store import ImageStore; s = ImageStore(sys.argv[1]); "
+        "w = s.content.writer(); w.write(b'x' * 100000); os.kill(os.getpid(), 9)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)])
+    assert os.listdir(store.content.ingest_dir)  # the killed writer's leftover
+    fresh = ImageStore(tmp_path)
+    assert fresh.content.sweep() == 1
+    assert [i.id for i in fresh.images()] == [img.id]
