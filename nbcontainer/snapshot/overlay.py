@@ -274,7 +274,9 @@ class Snapshotter:
         if not lower:
             raise InvalidArgumentError("an image without layers cannot be mounted")
         if len(lower) == 1:
-            return Mount("bind", str(self.links_dir / lower[0][2:]), ("rbind", "ro"))
+            # overlayfs wants two lowers when there is no upper: stack an empty dir below.
+            (self.overlay_dir / "empty").mkdir(exist_ok=True)
+            lower = [*lower, "empty"]
         return self._overlay(lower, readonly=True)
 
     def _overlay(self, lower: list[str], *, upper: str = "", work: str = "", readonly: bool = False) -> Mount:
@@ -322,7 +324,7 @@ class Snapshotter:
         used = {info.cache_id for info in self.layers()}
         return [
             e.name for e in os.scandir(self.overlay_dir)
-            if e.is_dir() and e.name != "l" and not e.name.startswith(".") and e.name not in used
+            if e.is_dir() and e.name not in ("l", "empty") and not e.name.startswith(".") and e.name not in used
         ]
 
     # -- repair ---------------------------------------------------------------------------

@@ -128,3 +128,23 @@ def test_mount_option_uses_short_links_and_reports_budget(stack):
     assert snap.lower_budget(2) > 100
     snap.remove("ctr2")
     assert not (snap.overlay_dir / "ctr2").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static not installed")
+def test_engine_mount_shows_an_overlay_with_lowerdir_like_the_docker_tutorial(tmp_path):
+    from nbcontainer import Engine
+
+    engine = Engine(tmp_path / "store")
+    engine.bootstrap("busybox")
+    target = tmp_path / "mnt"
+    target.mkdir()
+    engine.mount("busybox", target)
+    try:
+        line = next(x for x in open("/proc/mounts") if f" {target} " in x)
+        assert line.startswith("overlay ") and "lowerdir=" in line and " ro," in line
+        assert (target / "bin/busybox").is_file()
+        with pytest.raises(OSError):
+            (target / "new").write_text("x")
+    finally:
+        engine.umount(target)
+    assert f" {target} " not in open("/proc/mounts").read()

@@ -1,0 +1,170 @@
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from nbcontainer import Engine
+from nbcontainer.cli import main as cli
+from nbcontainer.errors import NotFoundError, StateTransitionError, UnsafeArchiveError
+from nbcontainer.oci import History, ImageConfig
+
+needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static not installed")
+
+
+def rootfs_tar(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return Engine(tmp_path / "store")
+
+
+@needs_busybox
+def test_bootstrap_busybox_gives_an_honest_two_row_history(engine):
+    img = engine.bootstrap("busybox")
+    assert img.familiar_names == ("busybox:latest",)
+    rows = engine.history("busybox")
+    assert [r.empty_layer for r in rows] == [True, False]
+    assert rows[0].id == img.id and rows[1].id == "<missing>"
+    assert rows[0].created_by.endswith('CMD ["sh"]')
+    assert "busybox-static" in rows[1].created_by and rows[1].size > 500_000
+    [layer] = engine.layers("busybox")
+    assert layer.diff_id == img.config.diff_ids[0] and layer.chain_id == layer.diff_id
+    assert os.path.isfile(os.path.join(layer.path, "bin/busybox"))
+    assert os.readlink(os.path.join(layer.path, "bin/sh")) == "/bin/busybox"
+    assert layer.files > 100
+
+
+@needs_busybox
+def test_bootstrap_is_reproducible(tmp_path):
+    a = Engine(tmp_path / "a").bootstrap("busybox")
+    b = Engine(tmp_path / "b").bootstrap("busybox")
+    assert a.id == b.id
+
+
+def test_history_shows_a_local_parent_image_id_instead_of_missing(engine, tmp_path):
+    base = tmp_path / "base.tar"
+    base.write_bytes(rootfs_tar([("etc/a", b"a")]))
+    parent = engine.import_(base, "parent:1")
+    top_layer = engine.store.content.put(rootfs_tar([("etc/b", b"b")]))
+    from nbcontainer.oci import MT_OCI_LAYER, Descriptor
+
+    cfg = ImageConfig(
+        "amd64", created="2025-01-01T00:00:00Z",
+        diff_ids=parent.config.diff_ids + (top_layer,),
+        history=parent.config.history + (History(created="2025-01-01T00:00:00Z", created_by="echo b", comment="c"),),
+    )
+    child = engine._add_and_unpack(
+        cfg, list(parent.manifest.layers) + [Descriptor(MT_OCI_LAYER, top_layer, engine.store.content.size(top_layer))],
+        "child:1", None)
+    rows = engine.history("child:1")
+    assert [r.id for r in rows] == [child.id, parent.id]
+    engine.rmi("parent:1")
+    assert [r.id for r in engine.history("child:1")] == [child.id, "<missing>"]
+    assert engine.history("child:1")[0].comment == "c"
+
+
+def test_import_of_hostile_tarball_writes_nothing_outside_and_lists_nothing(engine, tmp_path):
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tf:
+        ti = tarfile.TarInfo("ok")
+        tf.addfile(ti, io.BytesIO(b""))
+        ti = tarfile.TarInfo("../../escaped")
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"x"))
+    path = tmp_path / "evil.tar"
+    path.write_bytes(evil.getvalue())
+    with pytest.raises(UnsafeArchiveError):
+        engine.import_(path, "evil")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "store" / "escaped").exists()
+    assert engine.images() == []
+    assert list(engine.store.content.walk()) == []
+    assert engine.snapshots.layers() == []
+
+
+def test_import_of_gzip_tarball_records_comment_and_changes(engine, tmp_path):
+    path = tmp_path / "rootfs.tar.gz"
+    path.write_bytes(gzip.compress(rootfs_tar([("hello.txt", b"hi\n")])))
+    img = engine.import_(path, "hello:1", changes=["CMD [\"cat\", \"/hello.txt\"]", "ENV A=1"])
+    assert img.config.config["Cmd"] == ["cat", "/hello.txt"] and img.config.config["Env"] == ["A=1"]
+    [row] = engine.history("hello:1")
+    assert row.comment == f"Imported from {path}"
+    [layer] = engine.layers("hello:1")
+    assert open(os.path.join(layer.path, "hello.txt")).read() == "hi\n"
+
+
+def test_rmi_untags_then_deletes_and_frees_layers(engine, tmp_path):
+    path = tmp_path / "r.tar"
+    path.write_bytes(rootfs_tar([("f", b"1")]))
+    img = engine.import_(path, "one")
+    engine.tag("one", "two")
+    r = engine.rmi("one")
+    assert r.untagged == ["one:latest"] and r.deleted == []
+    with pytest.raises(NotFoundError):
+        engine.image("one")
+    r = engine.rmi("two")
+    assert r.deleted == [str(img.id)]
+    assert engine.snapshots.layers() == [] and list(engine.store.content.walk()) == []
+
+
+def test_rmi_refuses_an_image_a_container_uses_unless_forced(engine, tmp_path):
+    path = tmp_path / "r.tar"
+    path.write_bytes(rootfs_tar([("f", b"1")]))
+    img = engine.import_(path, "used")
+    cdir = engine.root / "containers" / ("c" * 64)
+    cdir.mkdir(parents=True)
+    (cdir / "config.json").write_text(json.dumps({"id": "c" * 64, "annotations": {"image_id": img.id}}))
+    with pytest.raises(StateTransitionError, match="in use by container cccccccccccc"):
+        engine.rmi("used")
+    assert engine.image("used").id == img.id
+    engine.rmi("used", force=True)
+
+
+def test_inspect_image_is_docker_shaped(engine, tmp_path):
+    path = tmp_path / "r.tar"
+    path.write_bytes(rootfs_tar([("f", b"1")]))
+    img = engine.import_(path, "x:1")
+    [obj] = json.loads(json.dumps([engine.inspect("x:1")]))
+    assert obj["Id"] == img.id and obj["RepoTags"] == ["x:1"]
+    assert obj["RootFS"] == {"Type": "layers", "Layers": [img.config.diff_ids[0]]}
+    assert obj["GraphDriver"]["Name"] == "overlay2"
+    assert os.path.isdir(obj["GraphDriver"]["Data"]["UpperDir"])
+
+
+def test_cli_prints_one_line_error_and_nonzero_exit_for_unknown_image(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nbcontainer", "--root", str(tmp_path), "history", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "Error: image 'nope' not found"
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_quiet_and_json_formats(tmp_path, capsys):
+    path = tmp_path / "r.tar"
+    path.write_bytes(rootfs_tar([("f", b"1")]))
+    root = str(tmp_path / "s")
+    assert cli(["--root", root, "import", str(path), "q:1"]) == 0
+    capsys.readouterr()
+    assert cli(["--root", root, "images", "-q"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert len(ids) == 1 and len(ids[0]) == 12
+    assert cli(["--root", root, "--format", "json", "images"]) == 0
+    obj = json.loads(capsys.readouterr().out.strip())
+    assert obj["repository"] == "q" and obj["tag"] == "1" and obj["size"] == 1
+
+
+def test_env_var_sets_the_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBCONTAINER_ROOT", str(tmp_path / "envroot"))
+    assert Engine().root == tmp_path / "envroot"
