@@ -47,6 +47,14 @@ class Result:
             return D.table(self.columns, self.rows)
         if self.kind == "json":
             return json.dumps(self.value, indent=4, default=str)
+        if self.kind == "run":
+            out = getattr(self.value, "stdout", b"") or b""
+            err = getattr(self.value, "stderr", b"") or b""
+            if err:
+                import sys
+
+                sys.stderr.write(err.decode("utf-8", "replace"))
+            return out.decode("utf-8", "replace").rstrip("\n")
         return "\n".join(self.lines)
 
     def json_lines(self) -> list[str]:
@@ -84,7 +92,11 @@ def build_parser(prog: str = "nbcontainer") -> ArgumentParser:
                         help="json: one JSON object per line")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=ArgumentParser)
     for name, (configure, _call) in VERBS.items():
-        p = sub.add_parser(name, help=HELP[name], description=HELP[name])
+        # run/create use -h for --hostname, as Docker does; --help still works
+        short_help = name not in ("run", "create")
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name], add_help=short_help)
+        if not short_help:
+            p.add_argument("--help", action="help", help="show this help message and exit")
         configure(p)
     return parser
 
@@ -95,4 +107,4 @@ def run(engine: Any, args: argparse.Namespace) -> Result:
     return VERBS[args.verb][1](engine, args)
 
 
-from . import commands_images  # noqa: E402,F401  (registers the image verbs)
+from . import commands_containers, commands_images  # noqa: E402,F401  (register the verbs)

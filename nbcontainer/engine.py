@@ -33,6 +33,7 @@ from .oci import (
     Reference,
     chain_ids,
 )
+from .engine_containers import ContainerVerbs
 from .snapshot import Snapshotter
 from .store import Image, ImageStore
 
@@ -117,7 +118,7 @@ class RemoveResult:
         return [f"Untagged: {n}" for n in self.untagged] + [f"Deleted: {d}" for d in self.deleted]
 
 
-class Engine:
+class Engine(ContainerVerbs):
     """The nbcontainer API over one store root.
 
     Parameters

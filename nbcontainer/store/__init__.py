@@ -117,6 +117,9 @@ class ImageStore:
         if parsed is not None:
             for img in images:
                 if parsed.digest:
+                    repo_digests = img.manifest.annotations.get("io.nbcontainer.repo-digests", "").split(",")
+                    if f"{parsed.name}@{parsed.digest}" in repo_digests:
+                        return img
                     if img.manifest_digest == parsed.digest and (
                         any(Reference.parse(n).name == parsed.name for n in img.names) or not parsed.tag
                     ):

@@ -19,6 +19,7 @@ from ..errors import DigestMismatchError, NotFoundError
 from ..oci import Digest
 
 CHUNK = 1 << 20
+RESUMABLE_PREFIX = "pull-"
 
 
 class Writer:
@@ -176,6 +177,8 @@ class ContentStore:
         """Remove leftovers of interrupted writes; returns how many were removed."""
         n = 0
         for entry in os.scandir(self.ingest_dir):
+            if entry.name.startswith(RESUMABLE_PREFIX):
+                continue  # partial downloads are kept so the next pull resumes with Range
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 n += 1
