@@ -190,3 +190,17 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 def prune(engine: Any, a: argparse.Namespace) -> Result:
     r = engine.image_prune()
     return Result(r, "lines", lines=r.lines() or ["Total reclaimed: nothing"])
+
+
+@verb("files", "every entry of every layer: path, layer, size, mode, kind, shadowed")
+def _files_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image")
+
+
+@_files_args
+def files(engine: Any, a: argparse.Namespace) -> Result:
+    layers = engine.files(a.image)
+    rows = [[str(e.layer), e.kind[0].upper(), D.human_size(e.size), oct(e.mode), e.path + (
+        f"  (shadowed by layer {e.shadowed_by})" if e.shadowed_by >= 0 else "")]
+        for entries in layers for e in entries]
+    return Result(layers, columns=["LAYER", "KIND", "SIZE", "MODE", "PATH"], rows=rows, frame="files")

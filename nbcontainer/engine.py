@@ -210,6 +210,22 @@ class Engine(ContainerVerbs):
                                  by_layer[i] if i < len(by_layer) else "", str(info.path), desc.media_type))
         return rows
 
+    def layer_dirs(self, ref: str) -> list[str]:
+        """The unpacked ``diff`` dir of each layer of an image, bottom first."""
+        img = self.image(ref)
+        self.unpack(img)
+        return [str(self.snapshots.layer(c).path) for c in img.config.chain_ids]
+
+    def files(self, ref: str) -> list:
+        """Every entry of every layer with kind (added/modified/whiteout) and who shadows it.
+
+        Returns the per-layer entry lists of :func:`nbcontainer.union.union`, bottom first; read
+        from the unpacked dirs, so it needs no mount (works unprivileged).
+        """
+        from .union import union
+
+        return union(self.layer_dirs(ref))
+
     def unpack(self, img: Image, progress: Callable[[int], None] | None = None) -> list[str]:
         """Unpack every layer of ``img`` not yet on disk (each layer once, shared by images)."""
         done = []

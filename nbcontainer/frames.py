@@ -76,3 +76,65 @@ def disk_usage(rows: list) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"])
     df.columns = [c.lower() for c in df.columns]
     return df.astype({"total": "int64", "active": "int64", "size": "int64", "reclaimable": "int64"})
+
+
+@builder("ps")
+def containers(rows: list) -> pd.DataFrame:
+    df = pd.DataFrame(
+        [{"container_id": r.id, "image": r.image, "command": r.command, "created": r.created,
+          "status": r.status, "state": r.state, "name": r.name, "pid": r.pid, "exit_code": r.exit_code}
+         for r in rows],
+        columns=["container_id", "image", "command", "created", "status", "state", "name", "pid", "exit_code"],
+    )
+    df["created"] = _times(df["created"])
+    return df.astype({"pid": "int64", "exit_code": "int64"})
+
+
+@builder("top")
+def top(rows: list) -> pd.DataFrame:
+    cols = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.astype({"PID": "int64", "PPID": "int64"})
+
+
+@builder("diff")
+def diff(rows: list) -> pd.DataFrame:
+    df = pd.DataFrame(
+        [{"kind": r.kind, "path": r.path, "size": r.size, "whiteout": r.whiteout, "opaque": r.opaque}
+         for r in rows],
+        columns=["kind", "path", "size", "whiteout", "opaque"],
+    )
+    return df.astype({"size": "int64", "whiteout": "bool", "opaque": "bool"})
+
+
+FILE_COLUMNS = ["path", "layer", "size", "mode", "uid", "gid", "type", "kind", "shadowed", "shadowed_by", "visible"]
+
+
+@builder("files")
+def files(layers: list) -> pd.DataFrame:
+    """Every entry of every layer (the output of :func:`nbcontainer.union.union`)."""
+    records = [
+        (e.path, e.layer, e.size, e.mode, e.uid, e.gid, e.type, e.kind, e.shadowed_by >= 0, e.shadowed_by,
+         e.visible)
+        for entries in layers for e in entries
+    ]
+    df = pd.DataFrame.from_records(records, columns=FILE_COLUMNS)
+    return df.astype({"layer": "int64", "size": "int64", "mode": "int64", "uid": "int64", "gid": "int64",
+                      "shadowed_by": "int64", "shadowed": "bool", "visible": "bool"})
+
+
+def wasted(files_df: pd.DataFrame) -> pd.DataFrame:
+    """Copies of files that a later layer overwrites or deletes: bytes shipped but never seen.
+
+    Each shadowed copy counts once, in the layer that holds it (dive's "wasted space").
+    """
+    w = files_df[(files_df["type"] == "file") & files_df["shadowed"]]
+    return w.sort_values("size", ascending=False).reset_index(drop=True)
+
+
+def efficiency(files_df: pd.DataFrame) -> float:
+    """1 - wasted bytes / all file bytes across layers (dive's image efficiency score)."""
+    total = int(files_df.loc[files_df["type"] == "file", "size"].sum())
+    if total == 0:
+        return 1.0
+    return 1.0 - int(wasted(files_df)["size"].sum()) / total
