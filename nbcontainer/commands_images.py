@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from . import display as D
@@ -204,3 +205,53 @@ def files(engine: Any, a: argparse.Namespace) -> Result:
         f"  (shadowed by layer {e.shadowed_by})" if e.shadowed_by >= 0 else "")]
         for entries in layers for e in entries]
     return Result(layers, columns=["LAYER", "KIND", "SIZE", "MODE", "PATH"], rows=rows, frame="files")
+
+
+@verb("save", "save images to a tar archive (docker-archive and OCI layout in one by default)")
+def _save_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", dest="archive_format", default="docker+oci",
+                   choices=["docker+oci", "docker-archive", "oci-archive"])
+    p.add_argument("--compress", choices=["gzip", "zstd"])
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+
+@_save_args
+def save(engine: Any, a: argparse.Namespace) -> Result:
+    with _bytes_bar(a, "saving") as bar:
+        engine.save(a.images, a.output, format=a.archive_format, compress=a.compress, progress=bar)
+    return Result(a.output, "lines")
+
+
+@verb("load", "load images from a tar archive or an OCI layout directory")
+def _load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", required=True)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+@_load_args
+def load(engine: Any, a: argparse.Namespace) -> Result:
+    from .store.archive import format_loaded
+
+    total = os.path.getsize(a.input) if os.path.isfile(a.input) else None
+    with _bytes_bar(a, "loading", total) as bar:
+        loaded = engine.load(a.input, progress=bar)
+    return Result(loaded, "lines", lines=format_loaded(loaded))
+
+
+class _bytes_bar:
+    """A tqdm bar in bytes for long work (quiet with -q or when there is nothing to show)."""
+
+    def __init__(self, a: argparse.Namespace, desc: str, total: int | None = None) -> None:
+        self.bar = None
+        if not getattr(a, "quiet", False) and total and total > (8 << 20):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+
+    def __enter__(self) -> Any:
+        return self.bar.update if self.bar is not None else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

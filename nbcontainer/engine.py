@@ -439,6 +439,56 @@ class Engine(ContainerVerbs):
             raise
         return self.store.add_image(config, layers, name)
 
+    # -- archives ---------------------------------------------------------------------------
+
+    def save(self, refs: list[str] | str, out: str | os.PathLike, *, format: str = "docker+oci",
+             compress: str | None = None, progress: Callable[[int], None] | None = None) -> str:
+        """``docker save``: images to one tar (by default both a docker-archive and an OCI layout)."""
+        from .store import archive
+
+        if isinstance(refs, str):
+            refs = [refs]
+        pairs = []
+        for ref in refs:
+            img = self.image(ref)
+            names: list[str] = []
+            try:
+                full = str(Reference.parse(ref))
+                if full in img.names:
+                    names = [full]
+            except InvalidArgumentError:
+                pass
+            pairs.append((img, names))
+        archive.save(self.store, pairs, out, format=format, compress=compress, progress=progress)
+        return os.fspath(out)
+
+    def load(self, src: str | os.PathLike, *, progress: Callable[[int], None] | None = None) -> list[Any]:
+        """``docker load``: every image of an archive or OCI layout dir; layers unpacked and verified.
+
+        An image whose layers fail to unpack (an unsafe member, say) is removed again, so a bad
+        archive leaves the store as it was.
+        """
+        from .store import archive
+
+        if not os.path.exists(src):
+            raise NotFoundError(f"archive {os.fspath(src)!r} not found")
+        before = {i.manifest_digest: i.names for i in self.store.images()}
+        loaded = archive.load(self.store, src, progress=progress)
+        try:
+            for item in loaded:
+                self.unpack(item.image)
+        except BaseException:
+            for item in loaded:
+                if item.image.manifest_digest not in before:
+                    self.store.remove(item.image)
+                else:
+                    for name in item.names:
+                        if name not in before[item.image.manifest_digest]:
+                            self.store.untag(name)
+            self._prune_unused()
+            raise
+        return loaded
+
     # -- image mounts (a helper process mounts; the caller never does) -------------------
 
     def mount(self, ref: str, target: str | os.PathLike) -> str:

@@ -101,6 +101,11 @@ class ContainerMagics(Magics):
         value = present(result)
         if out:
             self.shell.user_ns[out] = value
+        if args.verb == "diff":
+            from .widgets import DiffView
+
+            # the DataFrame goes to --out; the cell shows the tree
+            return DiffView(engine, args.container)
         return value
 
     @no_var_expand
