@@ -1,0 +1,117 @@
+"""The Docker tutorial this project grew from, end to end, through the Engine API (root only)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and overlay mounts"),
+    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static is not installed"),
+]
+
+
+def test_the_tutorial_run_change_find_commit_history_save_load_run(busybox_engine, tmp_path):
+    e = busybox_engine
+    c = e.run("busybox", ["sleep", "60"], detach=True, name="tut")
+    r = e.exec("tut", ["sh", "-c", "echo this is a testfile > /tmp/testfile"])
+    assert r.exit_code == 0
+    data = e.inspect("tut")["GraphDriver"]["Data"]
+    assert open(os.path.join(data["UpperDir"], "tmp/testfile")).read() == "this is a testfile\n"
+    mounts = open("/proc/mounts").read()
+    assert f"overlay {data['MergedDir']} overlay" in mounts and f"upperdir={data['UpperDir']}" in mounts
+    assert [(d.kind, d.path) for d in e.diff("tut")] == [("C", "/tmp"), ("A", "/tmp/testfile")]
+    e.stop("tut", timeout=1)
+    img = e.commit("tut", "testfile", message="added a test file")
+    top = e.history("testfile")[0]
+    assert top.id == img.id and top.created_by == "sleep 60" and top.comment == "added a test file"
+    assert top.size == len("this is a testfile\n")
+    archive = tmp_path / "testfile.tar"
+    e.save("testfile", archive)
+    e.rm("tut")
+    e.rmi("testfile")
+    assert [i.repository for i in e.images()] == ["busybox"]
+    loaded = e.load(archive)
+    assert [n for item in loaded for n in item.names] == ["docker.io/library/testfile:latest"]
+    out = e.run("testfile", ["cat", "/tmp/testfile"], remove=True)
+    assert out.exit_code == 0 and out.stdout == b"this is a testfile\n"
+    assert c.id not in [s.id for s in e.runtime.list()]
+
+
+def test_commit_turns_a_deleted_file_into_a_whiteout_entry_and_runs(busybox_engine):
+    e = busybox_engine
+    e.run("busybox", ["sh", "-c", "rm /etc/os-release; mkdir -p /data; echo x > /data/x"], name="del")
+    img = e.commit("del", "deleted:1", changes=["CMD [\"ls\", \"/etc\"]", "ENV MODE=test"])
+    import tarfile
+
+    layer_blob = e.store.content.path(img.manifest.layers[-1].digest)
+    names = tarfile.open(layer_blob).getnames()
+    assert "etc/.wh.os-release" in names and "data/x" in names
+    out = e.run("deleted:1", remove=True)
+    assert b"os-release" not in out.stdout and b"passwd" in out.stdout
+    assert "MODE=test" in e.image("deleted:1").config.config["Env"]
+    e.rm("del")
+
+
+def test_commit_of_the_same_changes_gives_the_same_diff_id(busybox_engine):
+    e = busybox_engine
+    ids = []
+    for name in ("ca", "cb"):
+        e.run("busybox", ["sh", "-c", "echo same > /same; touch -d @0 /same"], name=name)
+        ids.append(e.commit(name, f"{name}:1").config.diff_ids[-1])
+        e.rm(name)
+    assert ids[0] == ids[1]
+
+
+def test_cli_run_ps_logs_rm_as_separate_processes(busybox_engine):
+    root = str(busybox_engine.root)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "nbcontainer", "--root", root, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    r = cli("run", "-d", "--name", "bg", "busybox", "sh", "-c", "echo started; sleep 30")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    ps = cli("ps")
+    assert "bg" in ps.stdout and cid[:12] in ps.stdout and "Up " in ps.stdout
+    assert cli("logs", "bg").stdout.strip() == "started"
+    assert cli("--format", "json", "ps", "-a").stdout.count("\n") == 1
+    top = cli("top", "bg")
+    assert "sleep 30" in top.stdout and top.stdout.startswith("UID")
+    assert cli("exec", "bg", "hostname").stdout.strip() == cid[:12]
+    assert cli("stop", "-t", "1", "bg").returncode == 0
+    assert "Exited (" in cli("ps", "-a").stdout
+    r = cli("exec", "bg", "true")
+    assert r.returncode == 1 and r.stderr.strip() == "Error: container bg is not running"
+    assert cli("rm", "bg").returncode == 0
+    r = cli("run", "--rm", "busybox", "sh", "-c", "exit 3")
+    assert r.returncode == 3
+    r = cli("run", "--rm", "busybox", "nosuchcmd")
+    assert r.returncode == 127 and "executable file not found" in r.stderr
+    assert cli("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_export_writes_the_flattened_rootfs(busybox_engine, tmp_path):
+    import tarfile
+
+    e = busybox_engine
+    e.run("busybox", ["sh", "-c", "echo hi > /hello; rm /etc/os-release"], name="ex")
+    out = tmp_path / "rootfs.tar"
+    e.export("ex", out)
+    names = set(tarfile.open(out).getnames())
+    assert "hello" in names and "bin/busybox" in names and "etc/os-release" not in names
+    assert not any(".wh." in n for n in names)
+    e.rm("ex")
+
+
+def test_inspect_container_is_docker_shaped(busybox_engine):
+    e = busybox_engine
+    e.run("busybox", ["sh", "-c", "exit 7"], name="ins")
+    [obj] = json.loads(json.dumps([e.inspect("ins")]))
+    assert obj["State"]["Status"] == "exited" and obj["State"]["ExitCode"] == 7
+    assert obj["Name"] == "/ins" and obj["Path"] == "sh"
+    assert set(obj["GraphDriver"]["Data"]) == {"LowerDir", "UpperDir", "WorkDir", "MergedDir"}
+    e.rm("ins")
