@@ -65,6 +65,8 @@ def present(result: Result) -> Any:
         return frames.generic(result.value)
     if result.kind == "none":
         return None
+    if result.kind == "run":
+        return Output(result.text().splitlines(), result.value)
     return Output(result.lines, result.value)
 
 
