@@ -1,0 +1,293 @@
+"""The runner: one small, long-lived, single-threaded process per store root.
+
+Started by the first :class:`~nbcontainer.runtime.client.Runtime` call that finds no socket
+(``python -m nbcontainer.runtime.runner ROOT``, new session). It holds ``run/runner.lock`` for its
+whole life (a second runner exits at once), listens on ``run/runner.sock`` and is the only process
+of nbcontainer that forks shims. It is a child subreaper, so shims and exec helpers whose parent
+died are reaped here while it lives (and by the host's init after).
+
+Protocol: one JSON request line per connection, one JSON reply line::
+
+    {"op": "ping"}                                   -> {"ok": true, "pid": ...}
+    {"op": "create", "config": {...}, "stdin": b64}  -> the SHIM replies {"ok", "state"} | error
+    {"op": "exec", "id", "args", "env", ...}         -> the EXEC HELPER replies {"exit_code", ...}
+    {"op": "delete", "id", "force"}                  -> {"ok": true} | error
+    errors: {"error": "<class in nbcontainer.errors>", "message": ..., ("step", "errno", "detail")}
+
+``create`` and ``exec`` hand the connection to the forked process, so a long exec never blocks
+the loop. The loop itself only does short file-system work.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import time
+
+from ..errors import AlreadyExistsError, NbContainerError, NotFoundError, StateTransitionError
+from . import _libc as libc
+from . import _state, cgroups, shim
+
+_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+class Runner:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.containers = os.path.join(root, "containers")
+        self.run_dir = os.path.join(root, "run")
+        self.names: dict[str, str] = {}  # id -> name cache for the name-in-use check
+        self.sel = selectors.DefaultSelector()
+        self.buffers: dict[int, bytes] = {}
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        os.makedirs(self.containers, exist_ok=True)
+        os.makedirs(self.run_dir, exist_ok=True)
+        lock = os.open(os.path.join(self.run_dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another runner serves this root
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+        path = os.path.join(self.run_dir, "runner.sock")
+        tmp = f"{path}.{os.getpid()}"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(tmp)
+        os.chmod(tmp, 0o600)
+        listener.listen(256)
+        os.replace(tmp, path)  # clients never see a socket that does not accept yet
+        with open(os.path.join(self.run_dir, "runner.pid.tmp"), "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(os.path.join(self.run_dir, "runner.pid.tmp"), os.path.join(self.run_dir, "runner.pid"))
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.sel.register(listener, selectors.EVENT_READ, "accept")
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        while True:
+            for key, _ in self.sel.select():
+                if key.data == "accept":
+                    conn, _ = listener.accept()
+                    conn.setblocking(False)
+                    self.buffers[conn.fileno()] = b""
+                    self.sel.register(conn, selectors.EVENT_READ, "conn")
+                elif key.data == "wake":
+                    try:
+                        os.read(wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                else:
+                    self.read(key.fileobj)  # type: ignore[arg-type]
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def read(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        try:
+            chunk = conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        buf = self.buffers[fd] + chunk
+        if chunk and b"\n" not in buf:
+            self.buffers[fd] = buf
+            return
+        self.sel.unregister(conn)
+        del self.buffers[fd]
+        if not chunk and not buf:
+            conn.close()
+            return
+        conn.setblocking(True)
+        try:
+            self.handle(conn, json.loads(buf.split(b"\n", 1)[0]))
+        except NbContainerError as err:
+            shim.reply(conn, _error(err))
+        except Exception as err:  # noqa: BLE001 - the loop must outlive one bad request
+            shim.reply(conn, {"error": "NbContainerError", "message": f"runner: {type(err).__name__}: {err}"})
+        # When a forked shim or exec helper got the connection it answers; our copy just closes.
+        conn.close()
+
+    def handle(self, conn: socket.socket, req: dict) -> None:
+        op = req.get("op")
+        if op == "ping":
+            shim.reply(conn, {"ok": True, "pid": os.getpid()})
+        elif op == "create":
+            self.create(conn, req)
+        elif op == "delete":
+            self.delete(req["id"], bool(req.get("force")))
+            shim.reply(conn, {"ok": True})
+        elif op == "exec":
+            cfg, state = self.load(req["id"])
+            shim.spawn_exec(cfg, state, conn, req)
+        else:
+            raise NbContainerError(f"runner: unknown operation {op!r}")
+
+    # -- verbs -----------------------------------------------------------------------------
+
+    def name_owner(self, name: str) -> str:
+        ids = set(os.listdir(self.containers))
+        for gone in set(self.names) - ids:
+            del self.names[gone]
+        for cid in ids - set(self.names):
+            try:
+                self.names[cid] = _state.read_json(os.path.join(self.containers, cid, _state.CONFIG))["name"]
+            except (FileNotFoundError, NotADirectoryError, ValueError, KeyError):
+                continue
+        return next((cid for cid, n in self.names.items() if n == name), "")
+
+    def create(self, conn: socket.socket, req: dict) -> None:
+        cfg = req["config"]
+        cid, name = cfg["id"], cfg["name"]
+        owner = self.name_owner(name)
+        if owner:
+            raise AlreadyExistsError(f"container name {name!r} is already in use by container {owner[:12]}")
+        bundle = os.path.join(self.containers, cid)
+        try:
+            os.mkdir(bundle, 0o711)
+        except FileExistsError:
+            raise AlreadyExistsError(f"container {cid[:12]} already exists") from None
+        try:
+            cfg["bundle"] = bundle
+            cfg["created"] = _state.now()
+            groups = cgroups.paths(cid)
+            cfg["cgroups"] = groups
+            cfg["cgroup_procs"] = cgroups.procs_files(groups)
+            # Docker's default: a private cgroup namespace on v2, the host's on v1 and hybrid.
+            cfg["cgroupns"] = "private" if list(groups) == ["unified"] else "host"
+            _write(os.path.join(bundle, "hostname"), cfg["hostname"] + "\n")
+            if cfg["network"] == "host":
+                shutil.copyfile("/etc/hosts", os.path.join(bundle, "hosts"))
+            else:
+                _write(os.path.join(bundle, "hosts"), _HOSTS)
+            try:
+                shutil.copyfile("/etc/resolv.conf", os.path.join(bundle, "resolv.conf"))
+            except FileNotFoundError:
+                _write(os.path.join(bundle, "resolv.conf"), "")
+            fifo = os.path.join(bundle, _state.FIFO)
+            os.mkfifo(fifo)
+            os.chmod(fifo, 0o622)  # any container user may open it for writing (umask would not)
+            _write(os.path.join(bundle, _state.CONFIG), json.dumps(cfg, indent=1))
+            try:
+                cgroups.create(groups, memory=cfg["memory"], pids=cfg["pids_limit"], cpus=cfg["cpus"])
+            except OSError as err:
+                shim.reply(conn, shim.setup_error("cgroup", err.errno or 0, err.strerror or str(err)))
+                shutil.rmtree(bundle, ignore_errors=True)
+                return
+        except BaseException:
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+        self.names[cid] = name
+        stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
+        shim.spawn(cfg, conn, stdin)
+
+
+    def load(self, cid: str) -> tuple[dict, dict]:
+        bundle = os.path.join(self.containers, cid)
+        try:
+            cfg = _state.read_json(os.path.join(bundle, _state.CONFIG))
+        except FileNotFoundError:
+            raise NotFoundError(f"no such container: {cid}") from None
+        try:
+            state = _state.read_json(os.path.join(bundle, _state.STATE))
+        except FileNotFoundError:
+            state = {}
+        return cfg, state
+
+    def delete(self, cid: str, force: bool) -> None:
+        cfg, state = self.load(cid)
+        bundle = cfg["bundle"]
+        status = _state.status(bundle, state, cfg["cgroups"])
+        if status in ("running", "paused") and not force:
+            raise StateTransitionError(f"cannot remove {status} container {cfg['name']}: stop it or use -f")
+        pid = state.get("pid", 0)
+        if status != "exited":
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if status == "paused":
+                cgroups.freeze(cfg["cgroups"], False)  # a frozen task only dies once thawed
+        _wait_gone(state.get("shim_pid", 0), state.get("shim_starttime", 0), timeout=10.0)
+        if os.path.ismount(cfg["merged"]):
+            shim.unmount(cfg["merged"])
+        try:
+            cgroups.remove(cfg["cgroups"])
+        except OSError as err:
+            raise StateTransitionError(
+                f"cannot remove container {cfg['name']}: cgroup still busy: {err}"
+            ) from err
+        trash = os.path.join(self.containers, f".rm-{cid}")
+        os.replace(bundle, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.names.pop(cid, None)
+
+
+def _wait_gone(pid: int, start: int, *, timeout: float) -> None:
+    """Wait until the shim has finished (it unmounts and records the exit code on its way out)."""
+    if not _state.alive(pid, start):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while _state.alive(pid, start) and time.monotonic() < deadline:
+            sel.select(max(0.0, deadline - time.monotonic()))
+        sel.close()
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _error(err: NbContainerError) -> dict:
+    out = {"error": type(err).__name__, "message": str(err)}
+    for attr in ("step", "errno", "detail"):
+        if hasattr(err, attr):
+            out[attr] = getattr(err, attr)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m nbcontainer.runtime.runner ROOT", file=sys.stderr)
+        return 2
+    try:
+        Runner(os.path.abspath(argv[1])).serve()
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return 0
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,425 @@
+"""The shim (one per container) and the exec helper (one per exec), both forked by the runner.
+
+The shim is the parent of the container's PID 1 for the container's whole life, so it, not the
+runner, collects the exit status: the runner may die and restart without losing an exit code.
+Its life::
+
+    setsid, mount the overlay on merged in the HOST mount namespace (it shows in the host's
+    /proc/mounts, as Docker's does) -> unshare(CLONE_NEWPID) -> fork PID 1 (init.container_init)
+    -> wait for "ready" on the sync pipe -> network hook -> state.json "created" -> reply to the
+    client on the connection the runner handed over -> forward stdio to log.jsonl, feed stdin
+    -> PID 1 exits -> OOM count, unmount the overlay, state.json "exited" -> exit.
+
+A failed setup is undone by the shim itself (mount, cgroups, container dir) before it replies with
+``RuntimeSetupError``, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import _thread
+import base64
+import errno
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import time
+from typing import NoReturn
+
+from . import _libc as libc
+from . import _state, cgroups, init, network
+
+NS_ORDER = (("ipc", libc.CLONE_NEWIPC), ("uts", libc.CLONE_NEWUTS), ("net", libc.CLONE_NEWNET),
+            ("cgroup", libc.CLONE_NEWCGROUP), ("mnt", libc.CLONE_NEWNS))
+
+
+def _after_fork(keep: set[int]) -> None:
+    """Child side of a fork from the runner: default signals, no fd but ``keep`` (and 0-2)."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def reply(conn: socket.socket, obj: dict) -> None:
+    try:
+        conn.sendall(json.dumps(obj).encode() + b"\n")
+    except OSError:
+        pass  # the client went away; state.json still tells the story
+
+
+def setup_error(step: str, err: int, detail: str) -> dict:
+    from ..errors import RuntimeSetupError
+
+    return {"error": "RuntimeSetupError", "message": str(RuntimeSetupError(step, err, detail)),
+            "step": step, "errno": err, "detail": detail}
+
+
+def spawn(cfg: dict, conn: socket.socket, stdin: bytes | None) -> int:
+    """Fork the shim of ``cfg`` (called in the runner); returns its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _after_fork({conn.fileno()})
+        os.setsid()
+        code = Shim(cfg, conn, stdin).run()
+    except BaseException as err:  # noqa: BLE001 - say why in the runner's log, never unwind
+        _log_crash("shim", cfg.get("id", ""), err)
+    finally:
+        os._exit(code)
+
+
+def _log_crash(what: str, cid: str, err: BaseException) -> None:
+    import traceback
+
+    os.write(2, f"{what} of container {cid[:12]} crashed:\n{traceback.format_exc()}".encode())
+
+
+def mount_rootfs(rootfs: dict, merged: str) -> None:
+    """Mount the snapshot's ``Mount`` on ``merged``; its options may be relative to ``cwd``."""
+    if rootfs["type"] == "bind":
+        libc.mount(rootfs["source"], merged, None, libc.MS_BIND | libc.MS_REC)
+        return
+    data = ",".join(o for o in rootfs["options"] if o not in ("ro", "rw", "bind", "rbind"))
+    flags = libc.MS_RDONLY if "ro" in rootfs["options"] else 0
+    if rootfs.get("cwd"):
+        os.chdir(rootfs["cwd"])
+    try:
+        libc.mount(rootfs["source"], merged, rootfs["type"], flags, data)
+    finally:
+        os.chdir("/")
+
+
+def unmount(path: str) -> None:
+    try:
+        libc.umount2(path, 0)
+    except OSError as err:
+        if err.errno == errno.EBUSY:
+            libc.umount2(path, libc.MNT_DETACH)
+        elif err.errno != errno.EINVAL:  # EINVAL: not mounted any more
+            raise
+
+
+class _Pump:
+    """Moves bytes between the child's stdio pipes and json-file records (or memory)."""
+
+    def __init__(self, log_fd: int | None) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.log_fd = log_fd
+        self.partial: dict[str, bytes] = {}
+        self.captured: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        self.open = 0
+        self.stdin = b""
+
+    def add_reader(self, fd: int, stream: str) -> None:
+        os.set_blocking(fd, False)
+        self.sel.register(fd, selectors.EVENT_READ, stream)
+        self.partial[stream] = b""
+        self.open += 1
+
+    def add_stdin(self, fd: int, data: bytes) -> None:
+        if not data:
+            os.close(fd)
+            return
+        os.set_blocking(fd, False)
+        self.stdin = data
+        self.sel.register(fd, selectors.EVENT_WRITE, "stdin")
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        if self.log_fd is None:
+            self.captured[stream].append(data)
+            return
+        when = _state.now()
+        buf = self.partial[stream] + data
+        lines = buf.split(b"\n")
+        self.partial[stream] = lines.pop()
+        out = b"".join(_state.log_record(stream, line + b"\n", when) for line in lines)
+        if len(self.partial[stream]) >= 16384:  # json-file splits long lines at 16 KiB too
+            out += _state.log_record(stream, self.partial[stream], when)
+            self.partial[stream] = b""
+        if out:
+            os.write(self.log_fd, out)
+
+    def _close(self, fd: int, stream: str) -> None:
+        self.sel.unregister(fd)
+        os.close(fd)
+        if stream == "stdin":
+            return
+        self.open -= 1
+        rest = self.partial.pop(stream, b"")
+        if rest and self.log_fd is not None:
+            os.write(self.log_fd, _state.log_record(stream, rest, _state.now()))
+
+    def step(self, timeout: float | None) -> list[tuple[object, int]]:
+        """Serve ready fds; returns the (data, events) of keys that are not ours."""
+        other = []
+        for key, events in self.sel.select(timeout):
+            stream = key.data
+            if stream == "stdin":
+                try:
+                    n = os.write(key.fd, self.stdin[:65536])
+                except BrokenPipeError:
+                    n = len(self.stdin)
+                self.stdin = self.stdin[n:]
+                if not self.stdin:
+                    self._close(key.fd, "stdin")
+            elif isinstance(stream, str):
+                try:
+                    data = os.read(key.fd, 65536)
+                except OSError as err:  # EIO: a pty whose slave side is gone
+                    if err.errno != errno.EIO:
+                        raise
+                    data = b""
+                if data:
+                    self._emit(stream, data)
+                else:
+                    self._close(key.fd, stream)
+            else:
+                other.append((stream, key.fd))
+        return other
+
+
+def _stdio(tty: bool, stdin: bytes | None) -> tuple[tuple[int, int, int], list[tuple[int, str]], int | None]:
+    """(child's fds 0-2, our reading ends with their stream, our stdin writing end)."""
+    if tty:
+        master, slave = os.openpty()
+        return (slave, slave, slave), [(master, "stdout")], (os.dup(master) if stdin is not None else None)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    if stdin is not None:
+        in_r, in_w = os.pipe()
+    else:
+        in_r, in_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), None
+    return (in_r, out_w, err_w), [(out_r, "stdout"), (err_r, "stderr")], in_w
+
+
+def _read_line(fd: int) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _join_cgroups(procs_files: list[str], pid_r: int, joined_w: int) -> None:
+    try:
+        pid = int(os.read(pid_r, 32) or b"0")
+        os.close(pid_r)
+        for path in procs_files if pid else ():
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(pid).encode())
+            finally:
+                os.close(fd)
+        if pid:
+            os.write(joined_w, b"1")
+
+    except (OSError, ValueError):
+        pass  # the child reads EOF and fails its "cgroup" step
+    finally:
+        os.close(joined_w)
+
+
+def _status_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class Shim:
+    def __init__(self, cfg: dict, conn: socket.socket, stdin: bytes | None) -> None:
+        self.cfg = cfg
+        self.conn = conn
+        self.stdin = stdin
+        self.bundle = cfg["bundle"]
+        self.mounted = False
+        self.child = 0
+
+    def fail(self, step: str, err: int, detail: str) -> int:
+        if self.child:
+            try:
+                os.kill(self.child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.child, 0)
+        try:
+            if self.mounted:
+                unmount(self.cfg["merged"])
+            cgroups.remove(self.cfg["cgroups"])
+            shutil.rmtree(self.bundle, ignore_errors=True)
+        finally:
+            reply(self.conn, setup_error(step, err, detail))
+        return 1
+
+    def run(self) -> int:
+        cfg = self.cfg
+        try:
+            mount_rootfs(cfg["rootfs"], cfg["merged"])
+        except OSError as err:
+            return self.fail("overlay", err.errno or 0, err.strerror or str(err))
+        self.mounted = True
+        stdio, readers, stdin_w = _stdio(cfg["tty"], self.stdin)
+        sync_r, sync_w = os.pipe()
+        joined_r, joined_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        # The cgroup move blocks for an RCU grace period on v1 (~10 ms); a thread lets the setup,
+        # the reply to the client and ``start`` go on meanwhile (the child waits for it before
+        # exec). It must exist before unshare(CLONE_NEWPID), after which clone(CLONE_THREAD)
+        # fails; it learns the pid through a pipe and holds no lock across the fork.
+        _thread.start_new_thread(_join_cgroups, (cfg["cgroup_procs"], pid_r, joined_w))
+        try:
+            libc.unshare(libc.CLONE_NEWPID)
+        except OSError as err:
+            os.close(pid_w)
+            return self.fail("unshare", err.errno or 0, err.strerror or str(err))
+        pid = os.fork()
+        if pid == 0:
+            _after_fork({sync_w, joined_r, *stdio})
+            init.container_init(cfg, sync_w, joined_r, stdio, cfg["tty"], os.path.join(self.bundle, _state.FIFO))
+        self.child = pid
+        os.write(pid_w, str(pid).encode())
+        os.close(pid_w)
+        os.close(sync_w)
+        os.close(joined_r)
+        for fd in set(stdio):
+            os.close(fd)
+        msg = _read_line(sync_r)
+        if msg != b"ready\n":
+            try:
+                e = json.loads(msg)
+            except ValueError:
+                e = {"step": "init", "errno": 0, "detail": "the container process died during setup"}
+            return self.fail(e["step"], e["errno"], e["detail"])
+        try:
+            network.setup(cfg, pid)
+        except OSError as err:
+            return self.fail("network", err.errno or 0, err.strerror or str(err))
+        state = _state.update(self.bundle, {
+            "id": cfg["id"], "pid": pid, "pid_starttime": _state.starttime(pid),
+            "shim_pid": os.getpid(), "shim_starttime": _state.starttime(os.getpid()),
+            "status": "created", "created": cfg["created"], "started_at": "", "finished_at": "",
+            "exit_code": 0, "oom_killed": False,
+        })
+        reply(self.conn, {"ok": True, "state": state})
+
+        self.conn.close()
+        return self.supervise(pid, sync_r, readers, stdin_w)
+
+    def supervise(self, pid: int, sync_r: int, readers: list[tuple[int, str]], stdin_w: int | None) -> int:
+        log_fd = os.open(os.path.join(self.bundle, _state.LOG),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        pump = _Pump(log_fd)
+        for fd, stream in readers:
+            pump.add_reader(fd, stream)
+        if stdin_w is not None:
+            pump.add_stdin(stdin_w, self.stdin or b"")
+        pidfd = os.pidfd_open(pid)
+        pump.sel.register(pidfd, selectors.EVENT_READ, ("exit",))
+        pump.sel.register(sync_r, selectors.EVENT_READ, ("sync",))
+        status = None
+        deadline = 0.0
+        # After PID 1 is reaped the pid namespace is gone, so the pipes reach EOF at once; the
+        # deadline only guards against a writer that escaped (an exec'd process still draining).
+        while status is None or (pump.open and time.monotonic() < deadline):
+            for data, fd in pump.step(None if status is None else max(0.0, deadline - time.monotonic())):
+                if data == ("sync",):
+                    if os.read(fd, 64) == b"":
+                        pump.sel.unregister(fd)
+                        os.close(fd)
+                    else:
+                        _state.update(self.bundle, {"status": "running", "started_at": _state.now()})
+                elif data == ("exit",):
+                    pump.sel.unregister(fd)
+                    os.close(fd)
+                    status = os.waitpid(pid, 0)[1]
+                    deadline = time.monotonic() + 2.0
+        self.finish(status)
+
+        return 0
+
+    def finish(self, status: int) -> None:
+        cfg = self.cfg
+        code = _status_code(status)
+        oom = cgroups.oom_kills(cfg["cgroups"]) > 0
+        try:
+            unmount(cfg["merged"])
+        except OSError:
+            pass  # delete tries again and reports
+        _state.update(self.bundle, {"status": "exited", "pid": 0, "exit_code": code, "oom_killed": oom,
+                                   "finished_at": _state.now()})
+
+
+def spawn_exec(cfg: dict, state: dict, conn: socket.socket, req: dict) -> int:
+    """Fork the exec helper (called in the runner); returns its pid. The helper replies on ``conn``."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _after_fork({conn.fileno()})
+        code = _exec_helper(cfg, state, conn, req)
+    except BaseException as err:  # noqa: BLE001
+        _log_crash("exec helper", cfg.get("id", ""), err)
+    finally:
+        os._exit(code)
+
+
+def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict) -> int:
+    target = state["pid"]
+    try:
+        pid_ns = os.open(f"/proc/{target}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        ns_fds = [(os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY), flag) for name, flag in NS_ORDER]
+        if _state.starttime(target) != state["pid_starttime"]:
+            raise ProcessLookupError(errno.ESRCH, "the container's PID 1 is gone")
+        libc.setns(pid_ns, libc.CLONE_NEWPID)
+    except OSError as err:
+        reply(conn, setup_error("setns", err.errno or 0, err.strerror or str(err)))
+        return 1
+    stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
+    stdio, readers, stdin_w = _stdio(req.get("tty", False), stdin)
+    sync_r, sync_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        _after_fork({sync_w, *stdio, *(fd for fd, _ in ns_fds)})
+        env = list(cfg["env"]) + list(req.get("env") or [])
+        init.exec_init(cfg, ns_fds, stdio, req.get("tty", False), req["args"], env,
+                       req.get("cwd") or cfg["cwd"], req.get("user") or cfg["user"], sync_w)
+    for fd, _ in ns_fds:
+        os.close(fd)
+    os.close(sync_w)
+    for fd in set(stdio):
+        os.close(fd)
+    msg = _read_line(sync_r)
+    if msg:
+        os.waitpid(child, 0)
+        e = json.loads(msg)
+        reply(conn, setup_error(e["step"], e["errno"], e["detail"]))
+        return 1
+    detach = bool(req.get("detach"))
+    if detach:
+        reply(conn, {"ok": True, "exit_code": 0, "stdout": "", "stderr": "", "pid": child})
+        conn.close()
+    # Docker discards the output of a detached exec; a non-detached one is sent back whole.
+    pump = _Pump(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if detach else None)
+    for fd, stream in readers:
+        pump.add_reader(fd, stream)
+    if stdin_w is not None:
+        pump.add_stdin(stdin_w, stdin or b"")
+    while pump.open:
+        pump.step(None)
+    code = _status_code(os.waitpid(child, 0)[1])
+    if not detach:
+        reply(conn, {"ok": True, "exit_code": code, "pid": child,
+                     "stdout": base64.b64encode(b"".join(pump.captured["stdout"])).decode(),
+                     "stderr": base64.b64encode(b"".join(pump.captured["stderr"])).decode()})
+    return 0
