@@ -9,14 +9,12 @@ and snapshot key in the runtime spec's annotations, so every part can find the o
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import os
 import random
 import secrets
 import shlex
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -393,7 +391,14 @@ class ContainerVerbs:
             froze = True
         try:
             with self.store.content.writer() as w:
-                _layers.write_layer(str(upper), w)  # type: ignore[arg-type]
+                if squash:
+                    from .union import write_flat_tar
+
+                    lowers = self.snapshots.container_layer(key).lower
+                    dirs = [str(upper)] + [os.path.realpath(self.snapshots.overlay_dir / x) for x in lowers]
+                    write_flat_tar(dirs, w)  # type: ignore[arg-type]
+                else:
+                    _layers.write_layer(str(upper), w)  # type: ignore[arg-type]
                 diff_id = w.commit(what=f"layer of container {c.name}")
                 size = w.size
         finally:
@@ -407,16 +412,21 @@ class ContainerVerbs:
         runtime_cfg = apply_changes(runtime_cfg, changes or [])
         now = utcnow()
         row = History(created=now, created_by=shlex.join(c.spec.args), author=author, comment=message)
+        layer = Descriptor(MT_OCI_LAYER, diff_id, size)
+        if squash:
+            # As ``docker build --squash``: one layer; the old rows stay, marked empty.
+            old = tuple(History(h.created, h.created_by, h.author, h.comment, True) for h in base.config.history)
+            diff_ids, history, layers = (diff_id,), old + (row,), [layer]
+        else:
+            diff_ids = base.config.diff_ids + (diff_id,)
+            history, layers = base.config.history + (row,), list(base.manifest.layers) + [layer]
         cfg = ImageConfig(
             architecture=base.config.architecture, os=base.config.os, created=now,
-            author=author, config=runtime_cfg, diff_ids=base.config.diff_ids + (diff_id,),
-            history=base.config.history + (row,), variant=base.config.variant, extra=base.config.extra,
+            author=author, config=runtime_cfg, diff_ids=diff_ids,
+            history=history, variant=base.config.variant, extra=base.config.extra,
         )
-        layers = list(base.manifest.layers) + [Descriptor(MT_OCI_LAYER, diff_id, size)]
-        budget = self.snapshots.lower_budget(len(layers) + 1)
-        if squash:
-            return self.squash_image(cfg, layers, repo, message=message)  # type: ignore[attr-defined]
         img = self._add_and_unpack(cfg, layers, repo, progress)  # type: ignore[attr-defined]
+        budget = self.snapshots.lower_budget(len(layers) + 1)
         if budget < 16:
             import warnings
 
@@ -505,9 +515,3 @@ def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
                                           st.st_size if stat.S_ISREG(st.st_mode) else 0)
             mark_parents(rel)
     return [rows[k] for k in sorted(rows)]
-
-
-def empty_layer_bytes() -> bytes:
-    buf = io.BytesIO()
-    tarfile.open(fileobj=buf, mode="w").close()
-    return buf.getvalue()

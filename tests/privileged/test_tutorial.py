@@ -115,3 +115,15 @@ def test_inspect_container_is_docker_shaped(busybox_engine):
     assert obj["Name"] == "/ins" and obj["Path"] == "sh"
     assert set(obj["GraphDriver"]["Data"]) == {"LowerDir", "UpperDir", "WorkDir", "MergedDir"}
     e.rm("ins")
+
+
+def test_commit_squash_folds_the_image_into_one_layer(busybox_engine):
+    e = busybox_engine
+    e.run("busybox", ["sh", "-c", "echo s > /squashed; rm /etc/os-release"], name="sq")
+    img = e.commit("sq", "squashed:1", squash=True)
+    assert len(img.config.diff_ids) == 1
+    rows = e.history("squashed:1")
+    assert [r.empty_layer for r in rows] == [False, True, True]
+    out = e.run("squashed:1", ["sh", "-c", "cat /squashed; ls /etc"], remove=True)
+    assert out.stdout.startswith(b"s\n") and b"os-release" not in out.stdout and b"passwd" in out.stdout
+    e.rm("sq")
