@@ -180,4 +180,7 @@ def _names_an_image(argv: list[str]) -> bool:
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from .host import probe
+
     ipython.register_magics(ContainerMagics(ipython))
+    print(probe().summary())
