@@ -2,58 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from pathlib import Path
-
 import pytest
 
-ROOT = os.geteuid() == 0
-HAS_BUSYBOX = os.path.exists("/bin/busybox")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return False
-    return raw[raw.rindex(b")") + 2:][:1] not in (b"Z", b"X")
-
-
-def cleanup_engine(engine, base: Path) -> None:
-    """Remove every container of ``engine``, stop its runner by pid, then check nothing is left."""
-    pids: list[int] = []
-    cgroup_paths: list[str] = []
-    if (engine.root / "containers").is_dir():
-        from nbcontainer.runtime import cgroups
-
-        for s in engine.runtime.list():
-            pids.append(s.pid)
-            cgroup_paths += list(cgroups.paths(s.id).values())
-            try:
-                engine.rm(s.id, force=True)
-            except Exception:  # noqa: BLE001 - keep cleaning the others
-                pass
-    pid_file = engine.root / "run" / "runner.pid"
-    if pid_file.exists():
-        runner = int(pid_file.read_text())
-        try:
-            os.kill(runner, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        pids.append(runner)
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids if p) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    with open("/proc/self/mountinfo") as f:
-        left = [line.split()[4] for line in f if line.split()[4].startswith(str(base))]
-    for m in left:
-        os.system(f"umount -l '{m}'")
-    assert left == [], f"mounts left behind: {left}"
-    assert [p for p in cgroup_paths if os.path.exists(p)] == [], "cgroups left behind"
-    assert [p for p in pids if p and _alive(p)] == [], "processes left behind"
+from nbc_testing import HAS_BUSYBOX, ROOT, cleanup_engine  # noqa: E402
 
 
 @pytest.fixture

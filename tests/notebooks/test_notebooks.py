@@ -20,7 +20,7 @@ def test_notebook_runs_clean_and_shows_its_widgets(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    from conftest import cleanup_engine
+    from nbc_testing import cleanup_engine
     from nbcontainer import Engine
 
     if "layer-analysis" in path.name and not shutil.which("mmdebstrap"):
