@@ -192,7 +192,7 @@ def _ps_args(p: argparse.ArgumentParser) -> None:
 def ps(engine: Any, a: argparse.Namespace) -> Result:
     rows = engine.ps(all=a.all)
     if a.quiet:
-        return Result(rows, "lines", lines=[r.id if a.no_trunc else r.id[:12] for r in rows], frame="ps")
+        return Result(rows, "lines", lines=[r.id if a.no_trunc else r.id[:12] for r in rows])
     return Result(
         rows, columns=["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
         rows=[[r.id if a.no_trunc else r.id[:12], r.image, '"' + (r.command if a.no_trunc else D.trunc(r.command, 20)) + '"',

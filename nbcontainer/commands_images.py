@@ -48,7 +48,7 @@ def images(engine: Any, a: argparse.Namespace) -> Result:
     rows = engine.images()
     if a.quiet:
         ids = list(dict.fromkeys(r.id if a.no_trunc else D.short_id(r.id) for r in rows))
-        return Result(rows, "lines", lines=ids, frame="images")
+        return Result(rows, "lines", lines=ids)
     return Result(
         rows, columns=["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
         rows=[[r.repository, r.tag, r.id if a.no_trunc else D.short_id(r.id), D.since(r.created),
@@ -70,7 +70,7 @@ def history(engine: Any, a: argparse.Namespace) -> Result:
     rows = engine.history(a.image)
     if a.quiet:
         return Result(rows, "lines", lines=[r.id if a.no_trunc else D.short_id(r.id) if r.id != "<missing>"
-                                            else r.id for r in rows], frame="history")
+                                            else r.id for r in rows])
 
     def fmt_id(i: str) -> str:
         return i if (a.no_trunc or i == "<missing>") else D.short_id(i)

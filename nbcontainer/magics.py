@@ -57,7 +57,7 @@ def _split_out(argv: list[str]) -> tuple[list[str], str | None]:
 
 def present(result: Result) -> Any:
     """The value a magic returns for a verb's result."""
-    if result.frame and result.kind == "table":
+    if result.frame:
         return frames.to_frame(result.frame, result.value)
     if result.kind == "json":
         return result.value

@@ -1,0 +1,50 @@
+"""Container magics through a real InteractiveShell (root only)."""
+
+import os
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and overlay mounts"),
+    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static is not installed"),
+]
+
+
+@pytest.fixture
+def ip(busybox_engine, tmp_path_factory):
+    os.environ.setdefault("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
+    from nbcontainer.magics import ContainerMagics
+
+    shell = InteractiveShell.instance()
+    shell.register_magics(ContainerMagics(shell, engine=busybox_engine))
+    return shell
+
+
+def test_cell_magic_runs_the_cell_as_a_script_and_streams_output(ip, busybox_engine, capfd):
+    ip.run_cell_magic("container", "run --rm busybox", "echo one\nfor i in 1 2; do echo line$i; done\nhostname >&2\n")
+    out, err = capfd.readouterr()
+    assert "one\nline1\nline2\n" in out and err.strip()
+    assert busybox_engine.ps(all=True) == []
+
+
+def test_cell_magic_reports_a_failing_exit_code(ip, capfd):
+    ip.run_cell_magic("container", "run --rm busybox", "echo before; exit 4\n")
+    out, err = capfd.readouterr()
+    assert "before" in out and "container exited with code 4" in err
+
+
+def test_run_ps_top_diff_through_magics(ip, busybox_engine):
+    ip.run_line_magic("container", "run -d --name m1 busybox sh -c 'echo x > /tmp/x; sleep 30'")
+    ps = ip.run_line_magic("container", "ps")
+    assert isinstance(ps, pd.DataFrame) and list(ps["name"]) == ["m1"]
+    top = ip.run_line_magic("container", "top m1")
+    assert isinstance(top, pd.DataFrame) and top["PID"].dtype == "int64"
+    view = ip.run_line_magic("container", "diff m1 --out d")
+    assert type(view).__name__ == "DiffView"
+    assert set(ip.user_ns["d"]["path"]) >= {"/tmp", "/tmp/x"}
+    with pytest.raises(UsageError, match="container 'nope' not found"):
+        ip.run_line_magic("container", "exec nope true")
+    ip.run_line_magic("container", "rm -f m1")
