@@ -13,4 +13,4 @@ for the child-side setup order.
 from .client import Runtime
 from .spec import ContainerSpec, ContainerState, RunResult
 
-__all__ = ["Runtime", "ContainerSpec", "ContainerState", "RunResult"]
+__all__ = ["ContainerSpec", "ContainerState", "RunResult", "Runtime"]

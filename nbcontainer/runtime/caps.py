@@ -20,7 +20,7 @@ DOCKER_DEFAULT = (
 
 def _normalise(name: str) -> str:
     n = name.strip().upper()
-    return n[4:] if n.startswith("CAP_") else n
+    return n.removeprefix("CAP_")
 
 
 def unknown(names: list[str] | tuple[str, ...]) -> list[str]:

@@ -20,8 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .. import errors
 from ..errors import InvalidArgumentError, NotFoundError, RuntimeSetupError, StateTransitionError
@@ -65,15 +65,12 @@ class Runtime:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self._accepts():
                 return
-            log = open(self.run_dir / "runner.log", "ab")
-            try:
+            with open(self.run_dir / "runner.log", "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "nbcontainer.runtime.runner", str(self.root)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True,
                     start_new_session=True, cwd="/", env=_runner_env(),
                 )
-            finally:
-                log.close()
             deadline = time.monotonic() + 15
             while not self._accepts():
                 if proc.poll() is not None and not self._accepts():
@@ -240,6 +237,8 @@ class Runtime:
             raise StateTransitionError(f"container {st.name} is not running")
         if st.status == "paused":
             raise StateTransitionError(f"container {st.name} is paused: unpause it before killing it")
+        if st.pid <= 0:
+            raise StateTransitionError(f"container {st.name} has no process to signal")
         try:
             os.kill(st.pid, signal)
         except ProcessLookupError:
@@ -256,6 +255,8 @@ class Runtime:
             return
         if st.status == "paused":
             self.unpause(id)
+        if st.pid <= 0:
+            return
         try:
             os.kill(st.pid, _signal.SIGTERM)
             self.wait(st.id, timeout=timeout)
@@ -285,9 +286,8 @@ class Runtime:
         cid, cfg = self._config(id)
         path = os.path.join(cfg["bundle"], _state.STATE)
         st = _state.read_json(path)
-        if not st.get("finished_at"):
-            if not _wait_pid(st["shim_pid"], st["shim_starttime"], timeout):
-                raise TimeoutError(f"container {cfg['name']} still running after {timeout} s")
+        if not st.get("finished_at") and not _wait_pid(st["shim_pid"], st["shim_starttime"], timeout):
+            raise TimeoutError(f"container {cfg['name']} still running after {timeout} s")
         return self.state(cid).exit_code
 
     def delete(self, id: str, *, force: bool = False) -> None:
@@ -322,11 +322,9 @@ class Runtime:
         """``(stream, line)`` from ``log.jsonl`` (Docker's json-file records), oldest first."""
         cid, cfg = self._config(id)
         path = os.path.join(cfg["bundle"], _state.LOG)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
+        if not os.path.exists(path):
             return
-        with f:
+        with open(path, "rb") as f:
             lines = f.readlines()
             if tail is not None:
                 lines = lines[-tail:] if tail > 0 else []

@@ -202,7 +202,6 @@ class Runner:
         stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
         shim.spawn(cfg, conn, stdin)
 
-
     def load(self, cid: str) -> tuple[dict, dict]:
         bundle = os.path.join(self.containers, cid)
         try:
@@ -223,10 +222,14 @@ class Runner:
             raise StateTransitionError(f"cannot remove {status} container {cfg['name']}: stop it or use -f")
         pid = state.get("pid", 0)
         if status != "exited":
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            # Every process of the container, also when the shim died before recording a pid
+            # (never kill(0): that is our own process group).
+            for victim in {pid, *cgroups.procs(cfg["cgroups"])}:
+                if victim > 0:
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             if status == "paused":
                 cgroups.freeze(cfg["cgroups"], False)  # a frozen task only dies once thawed
         _wait_gone(state.get("shim_pid", 0), state.get("shim_starttime", 0), timeout=10.0)

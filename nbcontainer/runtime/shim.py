@@ -26,7 +26,6 @@ import shutil
 import signal
 import socket
 import time
-from typing import NoReturn
 
 from . import _libc as libc
 from . import _state, cgroups, init, network
@@ -224,7 +223,6 @@ def _join_cgroups(procs_files: list[str], pid_r: int, joined_w: int) -> None:
                 os.close(fd)
         if pid:
             os.write(joined_w, b"1")
-
     except (OSError, ValueError):
         pass  # the child reads EOF and fails its "cgroup" step
     finally:
@@ -311,7 +309,6 @@ class Shim:
             "exit_code": 0, "oom_killed": False,
         })
         reply(self.conn, {"ok": True, "state": state})
-
         self.conn.close()
         return self.supervise(pid, sync_r, readers, stdin_w)
 
@@ -344,7 +341,6 @@ class Shim:
                     status = os.waitpid(pid, 0)[1]
                     deadline = time.monotonic() + 2.0
         self.finish(status)
-
         return 0
 
     def finish(self, status: int) -> None:

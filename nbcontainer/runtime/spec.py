@@ -51,7 +51,7 @@ class ContainerSpec:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ContainerSpec":
+    def from_json(cls, d: dict[str, Any]) -> ContainerSpec:
         names = {f.name for f in fields(cls)} - {"rootfs", "stdin"}
         return cls(rootfs=Mount.from_json(d["rootfs"]), **{k: v for k, v in d.items() if k in names})
 

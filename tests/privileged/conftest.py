@@ -7,16 +7,18 @@ containers, no live process of them, and it stops the runner by the pid it recor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -86,8 +88,8 @@ def live_pids(pids: list[int]) -> list[int]:
 @pytest.fixture
 def store(tmp_path: Path, busybox_diff_id: str):
     """A fresh store root with the busybox layer unpacked and a ``make_spec(*args, **kw)`` factory."""
-    from nbcontainer.runtime import ContainerSpec, Runtime
-    from nbcontainer.runtime import cgroups
+    from nbcontainer.errors import NotFoundError
+    from nbcontainer.runtime import ContainerSpec, Runtime, cgroups
     from nbcontainer.snapshot import Snapshotter
 
     root = tmp_path / "store"
@@ -108,22 +110,23 @@ def store(tmp_path: Path, busybox_diff_id: str):
     yield s
 
     pids: list[int] = []
-    for cid in s.made:
-        try:
-            st = rt.state(cid)
-            pids += [st.pid] + cgroups.procs(st.cgroups)
-            rt.delete(cid, force=True)
-        except Exception:  # noqa: BLE001 - already gone (the test deleted it) is fine
-            pass
-        snap.remove(cid)
-    pid_file = root / "run" / "runner.pid"
-    if pid_file.exists():
-        runner = int(pid_file.read_text())
-        try:
-            os.kill(runner, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        pids.append(runner)
+    try:
+        for cid in s.made:
+            with contextlib.suppress(NotFoundError):  # the test may have deleted it already
+                st = rt.state(cid)
+                state_file = Path(st.bundle) / "state.json"
+                if state_file.exists():
+                    pids.append(json.loads(state_file.read_text()).get("shim_pid", 0))
+                pids += [st.pid, *cgroups.procs(st.cgroups)]
+                rt.delete(cid, force=True)
+            snap.remove(cid)
+    finally:
+        pid_file = root / "run" / "runner.pid"
+        if pid_file.exists():
+            runner = int(pid_file.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runner, signal.SIGTERM)
+            pids.append(runner)
     deadline = time.monotonic() + 5
     while live_pids(pids) and time.monotonic() < deadline:
         time.sleep(0.02)
