@@ -279,7 +279,7 @@ def _cprune_args(p: argparse.ArgumentParser) -> None:
 @_cprune_args
 def container_prune(engine: Any, a: argparse.Namespace) -> Result:
     gone = engine.container_prune()
-    return Result(gone, "lines", lines=[f"Deleted Containers:"] + gone if gone else ["Total reclaimed space: 0B"])
+    return Result(gone, "lines", lines=["Deleted Containers:"] + gone if gone else ["Total reclaimed space: 0B"])
 
 
 def run_cell(engine: Any, a: argparse.Namespace, cell: str) -> Any:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import DigestMismatchError, InvalidArgumentError, NotFoundError
-from ..store.refs import atomic_write
 
 # The kernel copies mount options into one page; the last byte is the terminating NUL.
 MAX_MOUNT_OPTIONS = 4095
