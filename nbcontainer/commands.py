@@ -107,4 +107,4 @@ def run(engine: Any, args: argparse.Namespace) -> Result:
     return VERBS[args.verb][1](engine, args)
 
 
-from . import commands_containers, commands_images  # noqa: E402,F401  (register the verbs)
+from . import commands_containers, commands_images, commands_registry  # noqa: E402,F401  (register the verbs)

@@ -34,6 +34,7 @@ from .oci import (
     chain_ids,
 )
 from .engine_containers import ContainerVerbs
+from .engine_registry import RegistryVerbs
 from .snapshot import Snapshotter
 from .store import Image, ImageStore
 
@@ -118,7 +119,7 @@ class RemoveResult:
         return [f"Untagged: {n}" for n in self.untagged] + [f"Deleted: {d}" for d in self.deleted]
 
 
-class Engine(ContainerVerbs):
+class Engine(RegistryVerbs, ContainerVerbs):
     """The nbcontainer API over one store root.
 
     Parameters
@@ -529,7 +530,6 @@ class Engine(ContainerVerbs):
         """``system df``: TYPE, TOTAL, ACTIVE, SIZE, RECLAIMABLE (bytes)."""
         images = self.store.images()
         used_ids = {(c.get("annotations") or {}).get("image_id") for c in self._container_configs()}
-        img_size = {i.id: self._image_size(i) for i in images}
         layer_sizes = {info.chain_id: info.size for info in self.snapshots.layers()}
         active_chains: set[str] = set()
         for i in images:

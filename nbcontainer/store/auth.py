@@ -246,6 +246,23 @@ class RegistrySession:
         self._pinged = True
         return response
 
+    def check_login(self) -> None:
+        """``GET /v2/`` with this session's credentials, answering the challenge, as ``docker login``.
+
+        Raises RegistryError naming the host when the registry refuses the credentials.
+        """
+        try:
+            response = self.request("GET", "/v2/")
+            if response.status_code != 200:
+                raise self.error(response, f"login to {self.host} failed")
+        except RegistryError as err:
+            if err.status in (401, 403):
+                raise RegistryError(
+                    f"login to {self.host} failed: {err.status} unauthorized: incorrect username or password",
+                    status=err.status, url=err.url,
+                ) from err
+            raise
+
     def _token(self, scopes: tuple[str, ...], *, refresh: bool = False) -> str:
         assert self._challenge is not None
         with self._lock:

@@ -395,3 +395,40 @@ def test_progress_prints_docker_lines_to_a_text_stream(tmp_path, registry, clien
     assert lines[0] == "1: Pulling from p"
     assert sum(line.endswith(": Pull complete") for line in lines) == 2
     assert lines[-1] == f"Status: Downloaded newer image for {registry.host}/p:1"
+
+
+# -- through the Engine: layers are unpacked while the pull runs, the image is named last -------------
+
+
+def test_engine_pull_unpacks_each_layer_before_pull_complete_and_names_the_image_last(
+        tmp_path, registry, client, make_image, engine, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    img = make_image(ImageStore(tmp_path / "s"), "u:1", _two_layers())
+    digest = client.push(ImageStore(tmp_path / "s"), img, f"{registry.host}/u:1")
+    events: list[ProgressEvent] = []
+    res = engine.pull(f"{registry.host}/u:1", progress=events.append)
+    assert res.digest == digest and res.image.id == img.id
+    assert all(engine.snapshots.has_layer(c) for c in img.config.chain_ids)
+    for lr in res.layers:
+        mine = [e.status for e in events if e.id == lr.digest.short]
+        assert mine.index("Download complete") < mine.index("Extracting") < mine.index("Pull complete")
+        extracted = [e for e in events if e.id == lr.digest.short and e.status == "Extracting"]
+        assert extracted[-1].current == extracted[-1].total == engine.store.content.size(lr.diff_id)
+    statuses = [e.status for e in events]
+    assert max(i for i, s in enumerate(statuses) if s == "Pull complete") < statuses.index(f"Digest: {digest}")
+    top = engine.snapshots.layer(img.config.chain_ids[-1]).path
+    assert (Path(top) / "data/blob.bin").stat().st_size == 300_000
+    assert [r.tag for r in engine.images()] == ["1"]
+
+
+def test_engine_pull_of_a_layer_that_will_not_unpack_names_nothing(
+        tmp_path, registry, client, make_image, engine, monkeypatch):
+    from nbcontainer.errors import UnsafeArchiveError
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    img = make_image(ImageStore(tmp_path / "s"), "evil:1", [{"ok": b"fine\n"}, {"../escape": b"x\n"}])
+    client.push(ImageStore(tmp_path / "s"), img, f"{registry.host}/evil:1")
+    with pytest.raises(UnsafeArchiveError):
+        engine.pull(f"{registry.host}/evil:1")
+    assert engine.images() == []
+    assert not list(tmp_path.rglob("escape"))
