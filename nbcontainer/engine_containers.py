@@ -127,6 +127,12 @@ class ContainerVerbs:
     @property
     def runtime(self) -> Any:
         if self._runtime is None:
+            if os.geteuid() != 0:
+                from .errors import UnsupportedHostError
+
+                raise UnsupportedHostError(
+                    "running containers needs root here (namespaces, overlay mounts and cgroups)",
+                    fix="images, history, layers, files, save/load and the widgets work without it")
             from .runtime import Runtime
 
             self._runtime = Runtime(self.root)
