@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nbcontainer.layers import apply_layer, write_layer  # noqa: E402
+from nbcontainer.layers import apply_layer, write_layer
 
 
 def make_tree(root: Path, total_bytes: int, files: int, seed: int = 1) -> None:
@@ -45,16 +45,19 @@ def make_tree(root: Path, total_bytes: int, files: int, seed: int = 1) -> None:
         (rng.choice(dirs) / f"f{i:05d}.bin").write_bytes(blob[start:start + size])
 
 
-def median_time(run: Callable[[Path], None], scratch: Path, runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        t0 = time.perf_counter()
-        run(scratch)
-        times.append(time.perf_counter() - t0)
+def median_times(runs: dict[str, Callable[[Path], None]], scratch: Path, rounds: int) -> dict[str, float]:
+    """Median wall time of each run; the runs take turns, so a busy moment hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(rounds):
+        names = list(runs)
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+            t0 = time.perf_counter()
+            runs[name](scratch)
+            times[name].append(time.perf_counter() - t0)
     shutil.rmtree(scratch, ignore_errors=True)
-    return statistics.median(times)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--dir", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-layers-", dir=args.dir) as tmp:
@@ -99,17 +103,15 @@ def main() -> None:
 
         rows = []
         for op, ours, floors in (
-            ("apply_layer", ours_x, (("tar -x", tar_x), ("tarfile extractall + sha256", tarfile_x))),
-            ("write_layer", ours_c, (("tar -c", tar_c), ("tarfile add + sha256", tarfile_c))),
+            ("apply_layer", ours_x, {"tar -x": tar_x, "tarfile extractall + sha256": tarfile_x}),
+            ("write_layer", ours_c, {"tar -c": tar_c, "tarfile add + sha256": tarfile_c}),
         ):
-            t_ours = median_time(ours, scratch)
-            for name, floor in floors:
-                t_floor = median_time(floor, scratch)
-                rows.append((f"{op} vs {name}", size / t_ours / 1e6, size / t_floor / 1e6,
-                             t_floor / t_ours))
+            t = median_times({op: ours, **floors}, scratch, args.runs)
+            for name in floors:
+                rows.append((f"{op} vs {name}", size / t[op] / 1e6, size / t[name] / 1e6, t[name] / t[op]))
 
     print(f"{args.files} files, {size / 1e6:.0f} MB tar, in {args.dir or tempfile.gettempdir()}, "
-          "median of 3 runs\n")
+          f"median of {args.runs} interleaved runs, load average {os.getloadavg()[0]:.1f}\n")
     print("| operation | ours MB/s | floor MB/s | ratio |")
     print("|---|---:|---:|---:|")
     for name, ours_mbs, floor_mbs, ratio in rows:

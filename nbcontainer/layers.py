@@ -24,13 +24,14 @@ import os
 import queue
 import shutil
 import stat
+import struct
 import subprocess
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import BinaryIO, Self
+from typing import BinaryIO, Protocol, Self, TypeVar, cast
 
 from .errors import InvalidArgumentError, UnsafeArchiveError, UnsupportedHostError
 
@@ -61,9 +62,18 @@ class _ZstdExit(Exception):
 try:
     import zstandard
 except ImportError:  # the zstd command is the fallback
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 _CORRUPT = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, _ZstdExit,
             *((zstandard.ZstdError,) if zstandard else ()))
+
+
+_T = TypeVar("_T")
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 def _corrupt(detail: object) -> InvalidArgumentError:
@@ -115,17 +125,19 @@ class _Reader:
 class _ZstdProcess:
     """``zstd -dc`` fed by a thread, for hosts without the zstandard module."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: _Readable) -> None:
         if (exe := shutil.which("zstd")) is None:
             raise UnsupportedHostError("cannot decompress a zstd layer",
                                        fix="pip install zstandard, or install the zstd command")
-        self._proc = subprocess.Popen([exe, "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
-        self._feeder = threading.Thread(target=self._feed, args=(raw, self._proc.stdin), daemon=True)
+        self._proc = proc = subprocess.Popen([exe, "-dcq"], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self._stdout, self._stderr = proc.stdout, proc.stderr
+        self._feeder = threading.Thread(target=self._feed, args=(raw, proc.stdin), daemon=True)
         self._feeder.start()
 
     @staticmethod
-    def _feed(raw: BinaryIO, stdin: BinaryIO) -> None:
+    def _feed(raw: _Readable, stdin: BinaryIO) -> None:
         try:
             while chunk := raw.read(_CHUNK):
                 stdin.write(chunk)
@@ -138,17 +150,19 @@ class _ZstdProcess:
                 pass
 
     def read(self, size: int = -1) -> bytes:
-        data = self._proc.stdout.read(size)  # type: ignore[union-attr]
+        data = self._stdout.read(size)
         if not data and self._proc.wait() != 0:
-            msg = self._proc.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+            msg = self._stderr.read().decode(errors="replace").strip()
             raise _ZstdExit(f"zstd exited with status {self._proc.returncode}: {msg}")
         return data
 
     def close(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
-        self._proc.communicate()
+        self._proc.wait()
         self._feeder.join()
+        self._stdout.close()
+        self._stderr.close()
 
 
 def open_decompressed(source: str | os.PathLike[str] | BinaryIO,
@@ -179,36 +193,53 @@ def open_decompressed(source: str | os.PathLike[str] | BinaryIO,
     else:
         raw = source
     try:
-        head = raw.read(6)
+        head = b""
+        while len(head) < 6 and (more := raw.read(6 - len(head))):  # a pipe may give less
+            head += more
         if compression is None:
             compression = next((name for magic, name in _MAGIC.items() if head.startswith(magic)),
                                "none")
         if compression == "none":
-            return _Reader(raw.read, closers, head)  # type: ignore[return-value]
-        src = _Reader(raw.read, [], head)
+            return cast(BinaryIO, _Reader(raw.read, closers, head))
+        src = cast(BinaryIO, _Reader(raw.read, [], head))
+        stream: _Readable
         if compression == "gzip":
-            stream: BinaryIO = gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[arg-type]
+            stream = gzip.GzipFile(fileobj=src, mode="rb")
         elif compression == "xz":
-            stream = lzma.LZMAFile(src)  # type: ignore[assignment,arg-type]  # noqa: SIM115
+            stream = lzma.LZMAFile(src)  # noqa: SIM115 - the returned stream closes it
         elif zstandard is not None:
             stream = zstandard.ZstdDecompressor().stream_reader(
                 src, read_size=_CHUNK, read_across_frames=True, closefd=False)
         else:
-            stream = _ZstdProcess(src)  # type: ignore[assignment,arg-type]
+            stream = _ZstdProcess(src)
     except BaseException:
         for close in closers:
             close()
         raise
-    return _Reader(stream.read, [stream.close, *closers])  # type: ignore[return-value]
+    return cast(BinaryIO, _Reader(stream.read, [stream.close, *closers]))
 
 
 # -- reading tar --------------------------------------------------------------------------------
+
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
+
 
 def _num(field: bytes) -> int:
     if field[0] & 0x80:  # GNU base-256
         n = int.from_bytes(field[1:], "big")
         return n - 256 ** (len(field) - 1) if field[0] == 0xFF else n
     return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+def _checksum_ok(h: bytes) -> bool:
+    """Whether the stored checksum is the sum of the header's bytes, its own field as spaces."""
+    stored, field = _num(h[148:156]), sum(h[148:156])
+    # Summing 512 bytes in Python costs more than the rest of the header. adler32 gives the sum
+    # modulo 65521 in one C call, and a header sums to at most 130560 < 2 * 65521.
+    if stored + field - 256 - ((zlib.adler32(h) & 0xFFFF) - 1) in (0, 65521):
+        return True
+    unsigned = sum(h) - field + 256
+    return stored in (unsigned, unsigned - 256 * sum(b > 127 for b in h))  # old tars sum signed bytes
 
 
 def _text(field: bytes) -> str:
@@ -235,7 +266,7 @@ class _TarStream:
     file; this reader needs ~3 µs and still hands out ``tarfile.TarInfo`` objects.
     """
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: _Readable) -> None:
         self._stream = stream
         self._buf, self._pos, self._read = memoryview(b""), 0, 0
         self._left = self._pad = 0  # data of the current member not consumed yet, its padding
@@ -295,10 +326,9 @@ class _TarStream:
             if header.count(0) == 512:
                 return
             try:
-                chksum, typ, size = _num(header[148:156]), header[156:157], _num(header[124:136])
-                unsigned = sum(header) - sum(header[148:156]) + 256
-                if chksum != unsigned and chksum != unsigned - 256 * sum(b > 127 for b in header):
+                if not _checksum_ok(header):
                     raise ValueError("bad checksum")
+                typ, size = header[156:157], _num(header[124:136])
                 if typ in (b"x", b"g", b"L", b"K") and not 0 <= size <= 16 * _CHUNK:
                     raise ValueError(f"extended header of {size} bytes")
                 if typ in (b"x", b"g"):
@@ -319,21 +349,20 @@ class _TarStream:
             yield member
 
     @staticmethod
-    def _member(h: bytes, typ: bytes, size: int, pax: dict[str, str],
+    def _member(h: bytes, typ: bytes, size: int, pax: Mapping[str, str],
                 long: dict[bytes, bytes]) -> tarfile.TarInfo:
-        name = h[:100].split(b"\0", 1)[0]
-        if h[257:263] == b"ustar\0" and h[345]:  # POSIX ustar splits long names
-            name = h[345:500].split(b"\0", 1)[0] + b"/" + name
+        name, mode, uid, gid, _, mtime, _, _, link, magic, uname, gname, major, minor, prefix = (
+            _HEADER.unpack_from(h))
+        name = name.split(b"\0", 1)[0]
+        if magic == b"ustar\x0000" and prefix[0]:  # POSIX ustar splits long names
+            name = prefix.split(b"\0", 1)[0] + b"/" + name
         info = tarfile.TarInfo(long.get(b"L", name).decode("utf-8", "surrogateescape"))
-        info.mode, info.uid, info.gid = _num(h[100:108]), _num(h[108:116]), _num(h[116:124])
-        info.size, info.mtime, info.type = size, _num(h[136:148]), typ
-        info.linkname = long.get(b"K", h[157:257].split(b"\0", 1)[0]).decode("utf-8", "surrogateescape")
-        info.uname, info.gname = _text(h[265:297]), _text(h[297:329])
+        info.mode, info.uid, info.gid, info.size, info.mtime = _num(mode), _num(uid), _num(gid), size, _num(mtime)
+        info.type, info.uname, info.gname = typ, _text(uname), _text(gname)
+        info.linkname = long.get(b"K", link.split(b"\0", 1)[0]).decode("utf-8", "surrogateescape")
         if typ in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-            info.devmajor, info.devminor = _num(h[329:337]), _num(h[337:345])
+            info.devmajor, info.devminor = _num(major), _num(minor)
         if pax:
-            if any(k.startswith("GNU.sparse.") for k in pax) or typ == tarfile.GNUTYPE_SPARSE:
-                raise InvalidArgumentError(f"layer member {info.name!r}: sparse files are not supported")
             info.pax_headers = pax
             info.name = pax.get("path", info.name)
             info.linkname = pax.get("linkpath", info.linkname)
@@ -341,8 +370,10 @@ class _TarStream:
             info.size = int(pax.get("size", size))
             info.uid, info.gid = int(pax.get("uid", info.uid)), int(pax.get("gid", info.gid))
             info.mtime = float(pax["mtime"]) if "mtime" in pax else info.mtime
-        if typ == tarfile.GNUTYPE_SPARSE:
+        if typ == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in pax):
             raise InvalidArgumentError(f"layer member {info.name!r}: sparse files are not supported")
+        if info.size < 0:
+            raise ValueError(f"negative size {info.size}")
         if typ == tarfile.AREGTYPE and info.name.endswith("/"):
             info.type = tarfile.DIRTYPE
         if info.type == tarfile.DIRTYPE:
@@ -353,6 +384,11 @@ class _TarStream:
 # -- the filter ---------------------------------------------------------------------------------
 
 def _normalise(name: str, member: str, what: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    if name and name[0] not in "./" and not name.endswith("/") and not any(
+            bad in name for bad in ("//", "/.", "\0")):
+        return name  # already clean, the common case
     if name.startswith("/"):
         raise UnsafeArchiveError(member, f"{what} is absolute")
     if "\0" in name:
@@ -363,7 +399,7 @@ def _normalise(name: str, member: str, what: str) -> str:
     return "/".join(parts)
 
 
-def _check_member(member: tarfile.TarInfo) -> tuple[str, str, str, dict[str, str]]:
+def _check_member(member: tarfile.TarInfo) -> tuple[str, str, str, Mapping[str, str]]:
     """The half of the filter that needs no file system: (name, kind, linkname, pax_headers)."""
     name = member.name
     rel = _normalise(name, name, "name")
@@ -387,6 +423,8 @@ def _check_member(member: tarfile.TarInfo) -> tuple[str, str, str, dict[str, str
     if not rel and kind != "dir":
         raise UnsafeArchiveError(name, "the archive root can only be a directory")
     linkname = member.linkname
+    if "\0" in linkname:
+        raise UnsafeArchiveError(name, "link target contains a NUL byte")
     if kind == "hardlink" and not (linkname := _normalise(linkname, name, "hardlink target")):
         raise UnsafeArchiveError(name, "hardlink to the archive root")
     pax = member.pax_headers
@@ -467,25 +505,16 @@ def layer_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 
 # -- apply --------------------------------------------------------------------------------------
 
-class _Counter:
-    """Count, and hash unless told not to, the bytes passing through ``read`` or ``write``."""
+class _Counted:
+    """Counts the bytes read through it, for progress reports."""
 
-    def __init__(self, stream: BinaryIO, *, hashed: bool = True) -> None:
+    def __init__(self, stream: _Readable) -> None:
         self._stream, self.size = stream, 0
-        self.sha = hashlib.sha256() if hashed else None
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         self.size += len(data)
         return data
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)  # type: ignore[union-attr]
-        self.size += len(data)
-        return self._stream.write(data)
-
-    def tell(self) -> int:
-        return self.size
 
 
 class _ReadAhead:
@@ -495,15 +524,15 @@ class _ReadAhead:
     with the system calls of the extraction. ``read`` returns whole chunks, b"" at the end.
     """
 
-    def __init__(self, stream: BinaryIO, progress: Callable[[int], None] | None = None,
-                 raw: _Counter | None = None) -> None:
+    def __init__(self, stream: _Readable, progress: Callable[[int], None] | None = None,
+                 raw: _Counted | None = None) -> None:
         self.sha, self.size, self._done = hashlib.sha256(), 0, False
         self._progress, self._raw, self._reported = progress, raw, 0
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
         self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
         self._thread.start()
 
-    def _run(self, stream: BinaryIO) -> None:
+    def _run(self, stream: _Readable) -> None:
         try:
             while not self._done:
                 data = stream.read(_CHUNK)
@@ -512,7 +541,7 @@ class _ReadAhead:
                 self._queue.put(data)
                 if not data:
                     return
-        except Exception as err:  # handed to the reading thread
+        except Exception as err:  # noqa: BLE001 - whatever it is, the reader must hear of it
             self._queue.put(err)
 
     def read(self, size: int = -1) -> bytes:
@@ -547,7 +576,7 @@ class _Extractor:
         self.userxattr = userxattr
         self.overlay = "user.overlay." if userxattr else "trusted.overlay."
         self.known: set[str] = {""}  # real directories, checked or made by us
-        self.dir_meta: dict[str, tuple[tarfile.TarInfo, dict[str, str]]] = {}
+        self.dir_meta: dict[str, tuple[tarfile.TarInfo, Mapping[str, str]]] = {}
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -557,10 +586,15 @@ class _Extractor:
         if kind == "hardlink":
             _check_parents(self.root, linkname.rpartition("/")[0], member.name, self.known, create=False)
         parent, _, base = rel.rpartition("/")
-        _check_parents(self.root, parent, member.name, self.known, create=True)
+        if parent not in self.known:
+            _check_parents(self.root, parent, member.name, self.known, create=True)
         path = self.path(rel)
         if kind == "file":
-            fd = self._create(rel, lambda: os.open(path, _O_CREATE, 0o600))
+            try:
+                fd = os.open(path, _O_CREATE, 0o600)
+            except FileExistsError:  # anything but a dir over a dir replaces what is there
+                self._remove(rel)
+                fd = os.open(path, _O_CREATE, 0o600)
             try:
                 tar.copy_data(fd)
                 self._set_meta(fd, member, pax)
@@ -610,10 +644,10 @@ class _Extractor:
             finally:
                 os.close(fd)
 
-    def _create(self, rel: str, make: Callable[[], int | None]) -> int | None:
+    def _create(self, rel: str, make: Callable[[], _T]) -> _T:
         try:
             return make()
-        except FileExistsError:  # anything but a dir over a dir replaces what is there
+        except FileExistsError:
             self._remove(rel)
             return make()
 
@@ -628,21 +662,22 @@ class _Extractor:
             self.known = {k for k in self.known if k != rel and not k.startswith(gone)}
             self.dir_meta = {k: v for k, v in self.dir_meta.items() if k != rel and not k.startswith(gone)}
 
-    def _set_meta(self, target: int | str, member: tarfile.TarInfo, pax: dict[str, str], *,
+    def _set_meta(self, target: int | str, member: tarfile.TarInfo, pax: Mapping[str, str], *,
                   chmod: bool = True) -> None:
-        nofollow = {} if isinstance(target, int) else {"follow_symlinks": False}
+        follow = isinstance(target, int)  # an fd is what it is; a path is never followed
         if self.as_root:
-            os.chown(target, member.uid, member.gid, **nofollow)
-            for key, value in pax.items():  # after chown, which drops security.capability
-                if key.startswith(_XATTR):
-                    try:
-                        os.setxattr(target, key[13:], value.encode("utf-8", "surrogateescape"), **nofollow)
-                    except OSError as err:
-                        if err.errno not in _XATTR_ERRNOS:
-                            raise
+            os.chown(target, member.uid, member.gid, follow_symlinks=follow)
+        for key, value in pax.items():  # after chown, which drops security.capability
+            if key.startswith(_XATTR):
+                try:
+                    os.setxattr(target, key[13:], value.encode("utf-8", "surrogateescape"),
+                                follow_symlinks=follow)
+                except OSError as err:  # e.g. trusted.* when not root
+                    if err.errno not in _XATTR_ERRNOS:
+                        raise
         if chmod:
             os.chmod(target, member.mode & 0o7777)  # after chown, which clears setuid/setgid
-        os.utime(target, (member.mtime, member.mtime), **nofollow)
+        os.utime(target, (member.mtime, member.mtime), follow_symlinks=follow)
 
     def _whiteout(self, member: tarfile.TarInfo, parent: str, name: str) -> None:
         rel = f"{parent}/{name}" if parent else name
@@ -655,8 +690,11 @@ class _Extractor:
                 raise UnsupportedHostError(
                     f"cannot create the overlay whiteout for {member.name!r}: mknod is not allowed",
                     fix="run as root, or pass userxattr=True for xattr whiteouts (Linux 6.7+)") from None
-            os.close(os.open(path, _O_CREATE, 0o000))
-            os.setxattr(path, "user.overlay.whiteout", b"")
+            fd = os.open(path, _O_CREATE, 0o600)
+            try:
+                os.setxattr(fd, "user.overlay.whiteout", b"")
+            finally:
+                os.close(fd)
             # a dir holding xattr whiteouts says so with opaque=x, unless it is opaque anyway
             try:
                 opaque = os.getxattr(self.path(parent), "user.overlay.opaque")
@@ -710,16 +748,18 @@ def apply_layer(tar: str | os.PathLike[str] | BinaryIO, dest: str, *, compressio
     os.makedirs(dest, exist_ok=True)
     extractor = _Extractor(dest, userxattr=userxattr)
     entries = content_size = 0
+    raw: _Counted | None
     with contextlib.ExitStack() as stack:
         source, raw = tar, None
         if progress is not None:
             if isinstance(tar, (str, os.PathLike)):
                 tar = stack.enter_context(open(tar, "rb", buffering=_CHUNK))
-            source = raw = _Counter(tar, hashed=False)  # type: ignore[arg-type]
-        stream = stack.enter_context(open_decompressed(source, compression))  # type: ignore[arg-type]
+            raw = _Counted(cast(_Readable, tar))
+            source = cast(BinaryIO, raw)
+        stream = stack.enter_context(open_decompressed(source, compression))
         reader = _ReadAhead(stream, progress, raw)
         stack.callback(reader.close)
-        tar_stream = _TarStream(reader)  # type: ignore[arg-type]
+        tar_stream = _TarStream(reader)
         try:
             for member in tar_stream:
                 entries += 1
@@ -810,56 +850,72 @@ def write_layer(upper: str, out: BinaryIO, *, userxattr: bool = False) -> LayerS
         The upper dir holds metacopy or redirect entries, which need the lower layers.
     """
     ns = "user.overlay." if userxattr else "trusted.overlay."
-    writer = _Counter(out)
+    sha, size = hashlib.sha256(), 0
     entries = content_size = 0
     links: dict[tuple[int, int], str] = {}
-    with tarfile.TarFile(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                         copybufsize=_CHUNK) as tf:
-        for rel, path, st, xattrs, whiteout in _walk(os.fspath(upper), ns):
-            if ns + "metacopy" in xattrs or ns + "redirect" in xattrs:
-                raise UnsupportedHostError(f"{path} has overlay metacopy or redirect xattrs: its data "
-                                           "or name is in a lower layer",
-                                           fix="mount the overlay with metacopy=off,redirect_dir=off")
-            mode, info = st.st_mode, tarfile.TarInfo(rel)
-            info.mtime, info.uname, info.gname = int(st.st_mtime), "", ""
-            entries += 1
-            if whiteout:
-                info.mode = 0
-                tf.addfile(info)
-                continue
-            info.mode, info.uid, info.gid = stat.S_IMODE(mode), st.st_uid, st.st_gid
-            info.pax_headers = {_XATTR + k: v.decode("utf-8", "surrogateescape")
-                                for k, v in sorted(xattrs.items())
-                                if not k.startswith(_OVERLAY_XATTRS) and k != "security.selinux"}
-            if stat.S_ISREG(mode) and st.st_nlink > 1 and (
-                    first := links.setdefault((st.st_dev, st.st_ino), rel)) != rel:
-                info.type, info.linkname = tarfile.LNKTYPE, first
-                tf.addfile(info)
-            elif stat.S_ISREG(mode):
-                info.size = st.st_size
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                with open(fd, "rb", buffering=0) as f:
-                    tf.addfile(info, f)
-                content_size += st.st_size
-            elif stat.S_ISDIR(mode):
-                info.type = tarfile.DIRTYPE
-                tf.addfile(info)
-                if xattrs.get(ns + "opaque") == b"y":
-                    marker = tarfile.TarInfo(f"{rel}/{WHITEOUT_OPAQUE}")
-                    marker.mode = 0
-                    tf.addfile(marker)
-                    entries += 1
-            elif stat.S_ISLNK(mode):
-                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-                tf.addfile(info)
-            elif stat.S_IFMT(mode) in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
-                info.type = {v: k for k, v in _NODE_TYPES.items()}[stat.S_IFMT(mode)]
-                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                tf.addfile(info)
-            else:
-                entries -= 1  # sockets cannot go into a tar
-            tf.members.clear()  # TarFile keeps every TarInfo otherwise
-    return LayerStats("sha256:" + writer.sha.hexdigest(), writer.size, entries, content_size)  # type: ignore[union-attr]
+
+    def emit(data: bytes | memoryview) -> None:
+        nonlocal size
+        sha.update(data)
+        out.write(data)
+        size += len(data)
+
+    def add(info: tarfile.TarInfo) -> None:
+        nonlocal entries
+        emit(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))  # not the locale's
+        entries += 1
+
+    for rel, path, st, xattrs, whiteout in _walk(os.fspath(upper), ns):
+        if ns + "metacopy" in xattrs or ns + "redirect" in xattrs:
+            raise UnsupportedHostError(f"{path} has overlay metacopy or redirect xattrs: its data "
+                                       "or name is in a lower layer",
+                                       fix="mount the overlay with metacopy=off,redirect_dir=off")
+        mode, info = st.st_mode, tarfile.TarInfo(rel)
+        info.mtime, info.uname, info.gname = int(st.st_mtime), "", ""
+        if whiteout:
+            info.mode = 0
+            add(info)
+            continue
+        info.mode, info.uid, info.gid = stat.S_IMODE(mode), st.st_uid, st.st_gid
+        info.pax_headers = {_XATTR + k: v.decode("utf-8", "surrogateescape")
+                            for k, v in sorted(xattrs.items())
+                            if not k.startswith(_OVERLAY_XATTRS) and k != "security.selinux"}
+        if stat.S_ISREG(mode) and st.st_nlink > 1 and (
+                first := links.setdefault((st.st_dev, st.st_ino), rel)) != rel:
+            info.type, info.linkname = tarfile.LNKTYPE, first
+            add(info)
+        elif stat.S_ISREG(mode):
+            info.size = left = st.st_size
+            add(info)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                while left:
+                    if not (chunk := os.read(fd, min(left, _CHUNK))):
+                        raise InvalidArgumentError(f"{path} shrank while it was written to the layer")
+                    emit(chunk)
+                    left -= len(chunk)
+            finally:
+                os.close(fd)
+            emit(bytes(-st.st_size % tarfile.BLOCKSIZE))
+            content_size += st.st_size
+        elif stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+            add(info)
+            if xattrs.get(ns + "opaque") == b"y":
+                marker = tarfile.TarInfo(f"{rel}/{WHITEOUT_OPAQUE}")
+                marker.mode = 0
+                add(marker)
+        elif stat.S_ISLNK(mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+            add(info)
+        elif stat.S_IFMT(mode) in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+            info.type = {v: k for k, v in _NODE_TYPES.items()}[stat.S_IFMT(mode)]
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            add(info)
+        # sockets cannot go into a tar
+    # the end-of-archive marker, padded to a whole record as tar and tarfile do
+    emit(bytes(2 * tarfile.BLOCKSIZE + -(size + 2 * tarfile.BLOCKSIZE) % tarfile.RECORDSIZE))
+    return LayerStats("sha256:" + sha.hexdigest(), size, entries, content_size)
 
 
 # -- inspect ------------------------------------------------------------------------------------
