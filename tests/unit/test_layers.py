@@ -412,7 +412,9 @@ def test_compressed_layers_have_the_diff_id_of_the_raw_tar(tmp_path: Path, compr
 def test_zstd_falls_back_to_the_zstd_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tar = make_tar(entry("f", data=os.urandom(3 * 1024 * 1024)))
     blob = subprocess.run(["zstd", "-c"], input=tar, capture_output=True, check=True).stdout
-    monkeypatch.setattr(layers, "zstandard", None)
+    from nbcontainer import _tario
+
+    monkeypatch.setattr(_tario, "zstandard", None)
     stats = apply_layer(io.BytesIO(blob), str(tmp_path / "out"))
     assert stats.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
     with pytest.raises(InvalidArgumentError, match="truncated or corrupt"):
