@@ -88,7 +88,15 @@ def create(groups: dict[str, str], *, memory: int = 0, pids: int = 0, cpus: floa
             _v2_enable(parent)
         else:
             os.makedirs(parent, exist_ok=True)
-        os.mkdir(path)
+        for attempt in range(3):
+            try:
+                os.mkdir(path)
+                break
+            except FileNotFoundError:
+                # a delete removed the empty parent between our makedirs and mkdir: make it again
+                if attempt == 2:
+                    raise
+                os.makedirs(parent, exist_ok=True)
     try:
         _limits(groups, memory, pids, cpus)
     except OSError as err:
@@ -230,3 +238,11 @@ def remove(groups: dict[str, str], *, timeout: float = 5.0) -> None:
                 if err.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.005)
+        # the shared ``nbcontainer`` parent goes with its last container (rmdir refuses while
+        # another container's group is in it, so this never races a live one away)
+        parent = os.path.dirname(path)
+        if os.path.basename(parent) == "nbcontainer":
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass
