@@ -108,3 +108,4 @@ def run(engine: Any, args: argparse.Namespace) -> Result:
 
 
 from . import commands_containers, commands_images, commands_registry  # noqa: E402,F401  (register the verbs)
+from . import commands_network  # noqa: E402,F401

@@ -28,7 +28,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
-    p.add_argument("--network", "--net", default="none")
+    p.add_argument("--network", "--net", default=None,
+                   help="bridge (default where root), none, host, container:NAME or a network name")
     p.add_argument("-p", "--publish", action="append", default=[])
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
@@ -196,7 +197,7 @@ def ps(engine: Any, a: argparse.Namespace) -> Result:
     return Result(
         rows, columns=["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
         rows=[[r.id if a.no_trunc else r.id[:12], r.image, '"' + (r.command if a.no_trunc else D.trunc(r.command, 20)) + '"',
-               D.since(r.created), r.status, "", r.name] for r in rows],
+               D.since(r.created), r.status, r.ports, r.name] for r in rows],
         frame="ps",
     )
 

@@ -34,6 +34,7 @@ from .oci import (
     chain_ids,
 )
 from .engine_containers import ContainerVerbs
+from .engine_network import NetworkVerbs
 from .engine_registry import RegistryVerbs
 from .snapshot import Snapshotter
 from .store import Image, ImageStore
@@ -119,7 +120,7 @@ class RemoveResult:
         return [f"Untagged: {n}" for n in self.untagged] + [f"Deleted: {d}" for d in self.deleted]
 
 
-class Engine(RegistryVerbs, ContainerVerbs):
+class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs):
     """The nbcontainer API over one store root.
 
     Parameters

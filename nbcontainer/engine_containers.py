@@ -57,6 +57,7 @@ class ContainerRow:
     name: str
     pid: int
     exit_code: int
+    ports: str = ""
 
 
 def parse_size(text: str | int | None) -> int:
@@ -201,7 +202,7 @@ class ContainerVerbs:
               workdir: str | None = None, user: str | None = None, hostname: str | None = None,
               entrypoint: str | list[str] | None = None, memory: str | int | None = None,
               pids_limit: int = 0, cpus: float = 0.0, read_only: bool = False,
-              cap_add: list[str] | None = None, cap_drop: list[str] | None = None, network: str = "none",
+              cap_add: list[str] | None = None, cap_drop: list[str] | None = None, network: str | None = None,
               stdin: bytes | None = None, tty: bool = False, publish: list[str] | None = None) -> Any:
         from .runtime import ContainerSpec
 
@@ -232,6 +233,7 @@ class ContainerVerbs:
             "image": image, "image_id": str(img.id), "chain_id": chain, "snapshot_key": cid,
             "created_by": shlex.join(args), "command": shlex.join(args),
         }
+        network = self._network_mode(network, publish)  # type: ignore[attr-defined]
         if publish:
             annotations["publish"] = json.dumps(publish)
         return ContainerSpec(
@@ -319,6 +321,7 @@ class ContainerVerbs:
                 id=s.id, image=ann.get("image", ""), command=ann.get("command", ""),
                 created=parse_time(s.created), status=_status_text(s), state=s.status, name=s.name,
                 pid=s.pid, exit_code=s.exit_code if s.exit_code is not None else 0,
+                ports=_ports_text(s.network_settings.get("Ports") or {}),
             ))
         rows.sort(key=lambda r: r.created or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), reverse=True)
         return rows
@@ -368,7 +371,9 @@ class ContainerVerbs:
                 "Image": spec.annotations.get("image", ""), "WorkingDir": spec.cwd, "Tty": spec.tty,
                 "OpenStdin": spec.stdin is not None,
             },
-            "NetworkSettings": getattr(c, "network_settings", None) or {},
+            "NetworkSettings": getattr(c, "network_settings", None) or {
+                "Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
+                "Ports": {}, "Networks": {} if ":" in spec.network else {spec.network: {}}},
         }
 
     # -- the container layer -------------------------------------------------------------
@@ -451,6 +456,11 @@ class ContainerVerbs:
         with open(out, "wb") as f:
             write_flat_tar(dirs, f)
         return os.fspath(out)
+
+
+def _ports_text(ports: dict) -> str:
+    """Docker's PORTS column: ``127.0.0.1:8080->80/tcp``."""
+    return ", ".join(f"{b['HostIp']}:{b['HostPort']}->{key}" for key, binds in ports.items() for b in binds or [])
 
 
 def _status_text(s: Any) -> str:

@@ -138,3 +138,30 @@ def efficiency(files_df: pd.DataFrame) -> float:
     if total == 0:
         return 1.0
     return 1.0 - int(wasted(files_df)["size"].sum()) / total
+
+
+@builder("networks")
+def networks(rows: list) -> pd.DataFrame:
+    """``network ls``: one row per network, with how many containers have an address on it."""
+    cols = ["network_id", "name", "driver", "bridge", "subnet", "gateway", "containers", "created"]
+    df = pd.DataFrame(
+        [{"network_id": r.id, "name": r.name, "driver": r.driver, "bridge": r.bridge, "subnet": r.subnet,
+          "gateway": r.gateway, "containers": r.containers, "created": r.created} for r in rows],
+        columns=cols,
+    )
+    df["created"] = _times(df["created"])
+    return df.astype({"containers": "int64"})
+
+
+@builder("addresses")
+def addresses(rows: list) -> pd.DataFrame:
+    """Each running container's address: network, IP/prefix, gateway, MAC, host veth, ports."""
+    cols = ["container_id", "name", "network", "ip_address", "prefix_len", "gateway", "mac_address", "veth",
+            "ports"]
+    df = pd.DataFrame(
+        [{"container_id": r.container, "name": r.name, "network": r.network, "ip_address": r.ip_address,
+          "prefix_len": r.prefix_len, "gateway": r.gateway, "mac_address": r.mac_address, "veth": r.veth,
+          "ports": r.ports} for r in rows],
+        columns=cols,
+    )
+    return df.astype({"prefix_len": "int64"})

@@ -131,7 +131,7 @@ class Runtime:
         RuntimeSetupError
             a setup step failed; ``step`` names it and nothing is left behind.
         """
-        _validate(spec)
+        _validate(spec, str(self.root))
         cfg = spec.to_json()
         if not cfg["hostname"]:
             cfg["hostname"] = socket.gethostname() if spec.network == "host" else spec.id[:12]
@@ -219,6 +219,7 @@ class Runtime:
             created=cfg.get("created", ""), started_at=st.get("started_at", ""),
             finished_at=st.get("finished_at", ""), spec=ContainerSpec.from_json(cfg),
             cgroups=cfg["cgroups"], bundle=bundle,
+            network_settings=st.get("network") or {} if status != "exited" else {},
         )
 
     def list(self) -> list[ContainerState]:
@@ -419,16 +420,23 @@ def _runner_env() -> dict[str, str]:
     return env
 
 
-def _validate(spec: ContainerSpec) -> None:
+def _validate(spec: ContainerSpec, root: str) -> None:
     if not _ID.match(spec.id):
         raise InvalidArgumentError(f"invalid container id {spec.id!r}: want 64 hex digits")
     if not _NAME.match(spec.name) or len(spec.name) < 2:
         raise InvalidArgumentError(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     if not spec.args:
         raise InvalidArgumentError(f"container {spec.name}: no command specified")
-    if spec.network not in network.DRIVERS:
-        raise InvalidArgumentError(
-            f"network {spec.network!r} is not supported yet: use one of {', '.join(network.DRIVERS)}")
+    if spec.network.startswith("container:"):
+        if not _ID.match(spec.network.split(":", 1)[1]):
+            raise InvalidArgumentError(f"invalid network {spec.network!r}: want container:<full id>")
+    elif network.is_bridge(spec.network):
+        from .net import ipam, ports
+
+        if not ipam.exists(root, spec.network):
+            raise NotFoundError(f"network {spec.network} not found")
+        for p in json.loads(spec.annotations.get("publish") or "[]"):
+            ports.parse(p)
     if not os.path.isabs(spec.merged) or not os.path.isdir(spec.merged):
         raise InvalidArgumentError(f"rootfs mount target {spec.merged!r} is not a directory")
     if not spec.cwd.startswith("/"):

@@ -64,9 +64,14 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
     try:
         _stdio(stdio, tty)
         step = "unshare"
-        libc.unshare(NS_FLAGS | (0 if cfg["network"] == "host" else libc.CLONE_NEWNET))
-        if cfg["network"] != "host":
-            step = "network"
+        join = cfg.get("netns_path")
+        libc.unshare(NS_FLAGS | (0 if cfg["network"] == "host" or join else libc.CLONE_NEWNET))
+        step = "network"
+        if join:  # --network container:<id>
+            fd = os.open(join, os.O_RDONLY | os.O_CLOEXEC)
+            libc.setns(fd, libc.CLONE_NEWNET)
+            os.close(fd)
+        elif cfg["network"] != "host":
             _loopback_up()
         step = "private mounts"
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)

@@ -34,7 +34,7 @@ import time
 
 from ..errors import AlreadyExistsError, NbContainerError, NotFoundError, StateTransitionError
 from . import _libc as libc
-from . import _state, cgroups, shim
+from . import _state, cgroups, network, shim
 
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -59,6 +59,10 @@ class Runner:
         except BlockingIOError:
             return  # another runner serves this root
         libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+        try:
+            network.sweep(self.root)  # leases of containers that died while no runner watched
+        except Exception as err:  # noqa: BLE001 - serving matters more; network prune retries
+            print(f"runner: network sweep failed: {err}", file=sys.stderr)
         path = os.path.join(self.run_dir, "runner.sock")
         tmp = f"{path}.{os.getpid()}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -75,6 +79,7 @@ class Runner:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self.stop)
         self.sel.register(listener, selectors.EVENT_READ, "accept")
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         while True:
@@ -92,6 +97,13 @@ class Runner:
                     self.reap()
                 else:
                     self.read(key.fileobj)  # type: ignore[arg-type]
+
+    def stop(self, *_: object) -> None:
+        """SIGTERM: leave no idle bridge or nft rule of this root on the host, then exit."""
+        try:
+            network.shutdown(self.root)
+        finally:
+            os._exit(0)
 
     def reap(self) -> None:
         while True:
@@ -177,7 +189,13 @@ class Runner:
             # Docker's default: a private cgroup namespace on v2, the host's on v1 and hybrid.
             cfg["cgroupns"] = "private" if list(groups) == ["unified"] else "host"
             _write(os.path.join(bundle, "hostname"), cfg["hostname"] + "\n")
-            if cfg["network"] == "host":
+            if network.is_bridge(cfg["network"]):
+                network.preload()
+            if cfg["network"].startswith("container:"):
+                cfg["netns_path"] = self.netns_of(cfg["network"].split(":", 1)[1])
+                shutil.copyfile(os.path.join(self.containers, cfg["network"].split(":", 1)[1], "hosts"),
+                                os.path.join(bundle, "hosts"))
+            elif cfg["network"] == "host":
                 shutil.copyfile("/etc/hosts", os.path.join(bundle, "hosts"))
             else:
                 _write(os.path.join(bundle, "hosts"), _HOSTS)
@@ -201,6 +219,13 @@ class Runner:
         self.names[cid] = name
         stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
         shim.spawn(cfg, conn, stdin)
+
+    def netns_of(self, cid: str) -> str:
+        """``/proc/<pid>/ns/net`` of a running container, for ``--network container:<id>``."""
+        cfg, state = self.load(cid)
+        if _state.status(cfg["bundle"], state, cfg["cgroups"]) not in ("running", "created"):
+            raise StateTransitionError(f"cannot join the network of container {cfg['name']}: it is not running")
+        return f"/proc/{state['pid']}/ns/net"
 
     def load(self, cid: str) -> tuple[dict, dict]:
         bundle = os.path.join(self.containers, cid)
@@ -233,6 +258,7 @@ class Runner:
             if status == "paused":
                 cgroups.freeze(cfg["cgroups"], False)  # a frozen task only dies once thawed
         _wait_gone(state.get("shim_pid", 0), state.get("shim_starttime", 0), timeout=10.0)
+        network.teardown(cfg)  # the shim did it unless it died first
         if os.path.ismount(cfg["merged"]):
             shim.unmount(cfg["merged"])
         try:

@@ -242,6 +242,7 @@ class Shim:
         self.bundle = cfg["bundle"]
         self.mounted = False
         self.child = 0
+        self.net: object = None
 
     def fail(self, step: str, err: int, detail: str) -> int:
         if self.child:
@@ -251,6 +252,7 @@ class Shim:
                 pass
             os.waitpid(self.child, 0)
         try:
+            network.teardown(self.cfg)
             if self.mounted:
                 unmount(self.cfg["merged"])
             cgroups.remove(self.cfg["cgroups"])
@@ -299,10 +301,11 @@ class Shim:
                 e = {"step": "init", "errno": 0, "detail": "the container process died during setup"}
             return self.fail(e["step"], e["errno"], e["detail"])
         try:
-            network.setup(cfg, pid)
+            self.net = network.setup(cfg, pid)
         except OSError as err:
             return self.fail("network", err.errno or 0, err.strerror or str(err))
         state = _state.update(self.bundle, {
+            "network": getattr(self.net, "settings", {}),
             "id": cfg["id"], "pid": pid, "pid_starttime": _state.starttime(pid),
             "shim_pid": os.getpid(), "shim_starttime": _state.starttime(os.getpid()),
             "status": "created", "created": cfg["created"], "started_at": "", "finished_at": "",
@@ -323,13 +326,17 @@ class Shim:
         pidfd = os.pidfd_open(pid)
         pump.sel.register(pidfd, selectors.EVENT_READ, ("exit",))
         pump.sel.register(sync_r, selectors.EVENT_READ, ("sync",))
+        if getattr(self.net, "proxy", None) is not None:
+            self.net.proxy.register(pump.sel)  # type: ignore[attr-defined]  # published ports
         status = None
         deadline = 0.0
         # After PID 1 is reaped the pid namespace is gone, so the pipes reach EOF at once; the
         # deadline only guards against a writer that escaped (an exec'd process still draining).
         while status is None or (pump.open and time.monotonic() < deadline):
             for data, fd in pump.step(None if status is None else max(0.0, deadline - time.monotonic())):
-                if data == ("sync",):
+                if data[0] == "proxy":  # type: ignore[index]
+                    data[1]()  # type: ignore[index]
+                elif data == ("sync",):
                     if os.read(fd, 64) == b"":
                         pump.sel.unregister(fd)
                         os.close(fd)
@@ -351,7 +358,11 @@ class Shim:
             unmount(cfg["merged"])
         except OSError:
             pass  # delete tries again and reports
-        _state.update(self.bundle, {"status": "exited", "pid": 0, "exit_code": code, "oom_killed": oom,
+        try:
+            network.teardown(cfg)
+        except Exception as err:  # noqa: BLE001 - the exit code matters more; delete tries again
+            _log_crash("network teardown", cfg["id"], err)
+        _state.update(self.bundle, {"network": {}, "status": "exited", "pid": 0, "exit_code": code, "oom_killed": oom,
                                    "finished_at": _state.now()})
 
 

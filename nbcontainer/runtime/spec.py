@@ -17,7 +17,7 @@ class ContainerSpec:
     the image's /etc/passwd and /etc/group. ``mounts`` are volumes
     ``{"source": host path, "destination": path in the container, "readonly": bool}``.
     ``cap_add``/``cap_drop`` take Docker's names, with or without ``CAP_``, or ``ALL``.
-    ``network`` is ``"none"`` or ``"host"``. ``stdin`` is fed to the process, then closed.
+    ``network`` is ``"none"``, ``"host"``, ``"container:<id>"`` or a network name (``"bridge"``). ``stdin`` is fed to the process, then closed.
     """
 
     id: str
@@ -72,6 +72,7 @@ class ContainerState:
     spec: ContainerSpec
     cgroups: dict[str, str]
     bundle: str
+    network_settings: dict = field(default_factory=dict)  # Docker's NetworkSettings while running
 
     @property
     def short_id(self) -> str:
