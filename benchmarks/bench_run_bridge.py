@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def podman_bridge(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Cal
     with tarfile.open(tar, "w") as t:
         t.add(rootfs_src, arcname=".")
     subprocess.run([*base, "import", str(tar), "nbc-bench-busybox"], env=env, check=True, capture_output=True)
+    host_before = _host_net_state()
 
     def once() -> None:
         res = subprocess.run([*base, "run", "--rm", "nbc-bench-busybox", "true"], env=env, capture_output=True,
@@ -73,8 +75,32 @@ def podman_bridge(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Cal
             stale = [line.split()[4] for line in f if line.split()[4].startswith(str(work))]
         for path in sorted(stale, key=len, reverse=True):
             subprocess.run(["umount", "-l", path], capture_output=True, check=False)
+        _restore_host_net_state(host_before)
 
     return once, cleanup
+
+
+def _host_net_state() -> tuple[set[str], set[str], str]:
+    """nft tables, links and ip_forward before podman's bridge runs (netavark leaves its own behind)."""
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        forward = f.read().strip()
+    return (set(tables.splitlines()), {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()},
+            forward)
+
+
+def _restore_host_net_state(before: tuple[set[str], set[str], str]) -> None:
+    """Remove what podman's run added to the host: its nft tables, its bridge, ip_forward."""
+    tables, links, forward = _host_net_state()
+    for t in tables - before[0]:
+        subprocess.run(["nft", "delete", *t.split()], capture_output=True, check=False)
+    for link in links - before[1]:
+        if link.startswith(("podman", "cni-podman", "veth")):
+            subprocess.run(["ip", "link", "delete", link], capture_output=True, check=False)
+    if forward != before[2]:
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write(before[2])
 
 
 def main() -> None:
@@ -118,8 +144,13 @@ def main() -> None:
     finally:
         pid_file = work / "store" / "run" / "runner.pid"
         if pid_file.exists():
+            pid = int(pid_file.read_text())
             try:
-                os.kill(int(pid_file.read_text()), 15)
+                os.kill(pid, 15)
+                # the runner takes its idle bridges and nft rules down on SIGTERM: let it finish
+                deadline = time.monotonic() + 10
+                while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                    time.sleep(0.05)
             except ProcessLookupError:
                 pass
         shutil.rmtree(work, ignore_errors=True)

@@ -206,7 +206,7 @@ class Runner:
             fifo = os.path.join(bundle, _state.FIFO)
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # any container user may open it for writing (umask would not)
-            _write(os.path.join(bundle, _state.CONFIG), json.dumps(cfg, indent=1))
+            _state.write_json(os.path.join(bundle, _state.CONFIG), cfg)  # atomic: listers read it concurrently
             try:
                 cgroups.create(groups, memory=cfg["memory"], pids=cfg["pids_limit"], cpus=cfg["cpus"])
             except OSError as err:
