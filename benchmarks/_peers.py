@@ -8,8 +8,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 CONTAINERS_CONF = """\
 [containers]
@@ -49,10 +49,10 @@ class Podman:
         return subprocess.run([*self.argv, *args], env=self.env, check=check, capture_output=True, timeout=600)
 
     def close(self) -> None:
-        subprocess.run([*self.argv, "rm", "-af"], env=self.env, capture_output=True, timeout=600)
-        subprocess.run([*self.argv, "rmi", "-af"], env=self.env, capture_output=True, timeout=600)
-        subprocess.run([*self.argv, "system", "reset", "-f"], env=self.env, capture_output=True, timeout=600)
-        subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True)
+        subprocess.run([*self.argv, "rm", "-af"], env=self.env, capture_output=True, timeout=600, check=False)
+        subprocess.run([*self.argv, "rmi", "-af"], env=self.env, capture_output=True, timeout=600, check=False)
+        subprocess.run([*self.argv, "system", "reset", "-f"], env=self.env, capture_output=True, timeout=600, check=False)
+        subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
         shutil.rmtree(self.runroot, ignore_errors=True)
 

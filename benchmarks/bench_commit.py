@@ -13,9 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _peers import Podman, median, table  # noqa: E402
+from _peers import Podman, median, table
 
-from nbcontainer import Engine  # noqa: E402
+from nbcontainer import Engine
 
 
 class _HashWriter:

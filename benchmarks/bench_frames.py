@@ -13,10 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _peers import median, table  # noqa: E402
+from _peers import median, table
 
-from nbcontainer import Engine, frames  # noqa: E402
-from nbcontainer.widgets import LayerExplorer  # noqa: E402
+from nbcontainer import Engine, frames
+from nbcontainer.widgets import LayerExplorer
 
 
 def main() -> None:

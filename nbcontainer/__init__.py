@@ -25,21 +25,21 @@ from .oci import Reference
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyExistsError",
+    "DigestMismatchError",
     "Engine",
-    "default_root",
-    "Reference",
+    "InvalidArgumentError",
     "NbContainerError",
     "NotFoundError",
-    "AlreadyExistsError",
-    "InvalidArgumentError",
-    "DigestMismatchError",
-    "UnsafeArchiveError",
-    "StateTransitionError",
-    "RuntimeSetupError",
+    "Reference",
     "RegistryError",
+    "RuntimeSetupError",
+    "StateTransitionError",
+    "UnsafeArchiveError",
     "UnsupportedHostError",
-    "load_ipython_extension",
     "__version__",
+    "default_root",
+    "load_ipython_extension",
 ]
 
 

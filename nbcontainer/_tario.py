@@ -19,8 +19,6 @@ from typing import BinaryIO, Protocol, Self, TypeVar, cast
 
 from .errors import InvalidArgumentError, UnsupportedHostError
 
-
-
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 

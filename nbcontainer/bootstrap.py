@@ -63,7 +63,7 @@ def _is_static(path: str) -> bool:
 
 
 def busybox_version(busybox: str) -> str:
-    out = subprocess.run([busybox], capture_output=True, text=True).stdout
+    out = subprocess.run([busybox], capture_output=True, text=True, check=False).stdout
     first = out.splitlines()[0] if out else ""
     # "BusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) multi-call binary."
     return first.split()[1].lstrip("v") if first.startswith("BusyBox") else "unknown"
@@ -157,7 +157,7 @@ def mmdebstrap_rootfs(suite: str, out_path: str, *, variant: str = "minbase") ->
     env.setdefault("SOURCE_DATE_EPOCH", "0")
     proc = subprocess.run(
         [exe, f"--variant={variant}", "--quiet", "--format=tar", suite, out_path],
-        capture_output=True, text=True, env=env,
+        capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import display as D
 from .errors import InvalidArgumentError
@@ -107,5 +108,9 @@ def run(engine: Any, args: argparse.Namespace) -> Result:
     return VERBS[args.verb][1](engine, args)
 
 
-from . import commands_containers, commands_images, commands_registry  # noqa: E402,F401  (register the verbs)
-from . import commands_network  # noqa: E402,F401
+from . import (  # noqa: F401  (register the verbs)
+    commands_containers,
+    commands_images,
+    commands_network,
+    commands_registry,
+)

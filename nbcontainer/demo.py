@@ -43,7 +43,7 @@ def main() -> int:
     return 0
 
 
-def _stop_runner(engine: "object") -> None:
+def _stop_runner(engine: object) -> None:
     """The demo started a runner for its store; stop it (by the pid it recorded) when done."""
     import signal
 

@@ -22,7 +22,7 @@ def since(t: _dt.datetime | None, now: _dt.datetime | None = None) -> str:
     """Docker's ``units.HumanDuration(now - t) + " ago"``."""
     if t is None:
         return "N/A"
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     s = (now - t).total_seconds()
     if s < 1:
         return "Less than a second ago"

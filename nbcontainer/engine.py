@@ -11,11 +11,16 @@ import datetime as _dt
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import layers as _layers
+from .engine_containers import ContainerVerbs
+from .engine_network import NetworkVerbs
+from .engine_registry import RegistryVerbs
+from .engine_store import StoreVerbs
 from .errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -30,14 +35,10 @@ from .oci import (
     Reference,
     chain_ids,
 )
-from .engine_containers import ContainerVerbs
-from .engine_store import StoreVerbs
-from .engine_network import NetworkVerbs
-from .engine_registry import RegistryVerbs
 from .snapshot import Snapshotter
 from .store import Image, ImageStore
 
-__all__ = ["Engine", "default_root", "HistoryRow", "LayerRow", "ImageRow", "RemoveResult"]
+__all__ = ["Engine", "HistoryRow", "ImageRow", "LayerRow", "RemoveResult", "default_root"]
 
 REPO_DIGESTS_ANNOTATION = "io.nbcontainer.repo-digests"
 
@@ -53,7 +54,7 @@ def default_root() -> Path:
 
 
 def utcnow() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> _dt.datetime | None:
@@ -70,7 +71,7 @@ def parse_time(text: str) -> _dt.datetime | None:
         dt = _dt.datetime.fromisoformat(t)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=_dt.timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=_dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
                     rows.append(ImageRow(ref.familiar_name, ref.tag or "<none>", img.id, created, size, img))
             else:
                 rows.append(ImageRow("<none>", "<none>", img.id, created, size, img))
-        rows.sort(key=lambda r: (r.created or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)), reverse=True)
+        rows.sort(key=lambda r: (r.created or _dt.datetime.min.replace(tzinfo=_dt.UTC)), reverse=True)
         return rows
 
     def _image_size(self, img: Image) -> int:
@@ -382,7 +383,7 @@ class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
             name = tag or f"debian:{suite}"
         else:
             raise InvalidArgumentError(f"unknown bootstrap source {what!r} (use busybox or debian[:SUITE])")
-        created = _dt.datetime.fromtimestamp(base.created, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        created = _dt.datetime.fromtimestamp(base.created, _dt.UTC).isoformat().replace("+00:00", "Z")
         history = (
             History(created=created, created_by=base.created_by, comment=base.comment),
             History(created=created, created_by=f'/bin/sh -c #(nop)  CMD {json.dumps(list(base.cmd))}',

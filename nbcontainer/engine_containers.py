@@ -15,9 +15,10 @@ import random
 import secrets
 import shlex
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import layers as _layers
 from .errors import (
@@ -323,7 +324,7 @@ class ContainerVerbs:
                 pid=s.pid, exit_code=s.exit_code if s.exit_code is not None else 0,
                 ports=_ports_text(s.network_settings.get("Ports") or {}),
             ))
-        rows.sort(key=lambda r: r.created or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), reverse=True)
+        rows.sort(key=lambda r: r.created or _dt.datetime.min.replace(tzinfo=_dt.UTC), reverse=True)
         return rows
 
     def logs(self, ref: str, *, tail: int | None = None, follow: bool = False) -> Iterator[tuple[str, bytes]]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import InvalidArgumentError, NotFoundError, UnsupportedHostError
 from .oci import Reference
@@ -88,19 +89,19 @@ class StoreVerbs:
             argv = ["mount", "--bind", "-o", "ro", m.source, target]
         else:
             argv = ["mount", "-t", "overlay", "overlay", "-o", ",".join(m.options), target]
-        proc = subprocess.run(argv, cwd=m.cwd or None, capture_output=True, text=True)
+        proc = subprocess.run(argv, cwd=m.cwd or None, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise UnsupportedHostError(
                 f"cannot mount image {ref!r} on {target!r}: {proc.stderr.strip() or proc.returncode}",
                 fix="mounting needs root (or a user namespace with overlay userxattr)",
             )
         if m.type == "bind":
-            subprocess.run(["mount", "-o", "remount,bind,ro", target], capture_output=True)
+            subprocess.run(["mount", "-o", "remount,bind,ro", target], capture_output=True, check=False)
         return target
 
     def umount(self, target: str | os.PathLike) -> None:
         target = os.path.abspath(os.fspath(target))
-        proc = subprocess.run(["umount", target], capture_output=True, text=True)
+        proc = subprocess.run(["umount", target], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise InvalidArgumentError(f"cannot unmount {target!r}: {proc.stderr.strip()}")
 

@@ -21,15 +21,15 @@ import errno as _errno
 import os
 
 __all__ = [
+    "AlreadyExistsError",
+    "DigestMismatchError",
+    "InvalidArgumentError",
     "NbContainerError",
     "NotFoundError",
-    "AlreadyExistsError",
-    "InvalidArgumentError",
-    "DigestMismatchError",
-    "UnsafeArchiveError",
-    "StateTransitionError",
-    "RuntimeSetupError",
     "RegistryError",
+    "RuntimeSetupError",
+    "StateTransitionError",
+    "UnsafeArchiveError",
     "UnsupportedHostError",
 ]
 

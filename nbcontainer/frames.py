@@ -5,8 +5,9 @@ Pure functions: no I/O beyond what a result already carries, no display.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 

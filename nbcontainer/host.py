@@ -53,7 +53,7 @@ def _userns_overlay() -> bool:
             os.mkdir(os.path.join(d, sub))
         script = f"mount -t overlay overlay -o lowerdir={d}/l,upperdir={d}/u,workdir={d}/w,userxattr {d}/m"
         try:
-            proc = subprocess.run([unshare, "-Urm", "sh", "-c", script], capture_output=True, timeout=10)
+            proc = subprocess.run([unshare, "-Urm", "sh", "-c", script], capture_output=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return False
         return proc.returncode == 0

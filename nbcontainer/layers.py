@@ -28,9 +28,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from .errors import InvalidArgumentError, UnsafeArchiveError, UnsupportedHostError
 from ._tario import _T, _corrupt, _Readable, _TarStream, open_decompressed
-
+from .errors import InvalidArgumentError, UnsafeArchiveError, UnsupportedHostError
 
 __all__ = ["LayerStats", "apply_layer", "iter_layer", "layer_filter", "open_decompressed", "write_layer"]
 

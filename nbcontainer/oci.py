@@ -11,8 +11,9 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import InvalidArgumentError
 
@@ -63,13 +64,13 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 class Digest(str):
     """``sha256:<64 hex>``; a ``str`` so it serialises as itself."""
 
-    def __new__(cls, value: str) -> "Digest":
+    def __new__(cls, value: str) -> Digest:
         if not _DIGEST_RE.match(value):
             raise InvalidArgumentError(f"invalid digest {value!r}")
         return super().__new__(cls, value)
 
     @classmethod
-    def of(cls, data: bytes) -> "Digest":
+    def of(cls, data: bytes) -> Digest:
         return cls("sha256:" + hashlib.sha256(data).hexdigest())
 
     @property
@@ -117,7 +118,7 @@ class Platform:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Platform":
+    def from_json(cls, d: dict[str, Any]) -> Platform:
         return cls(d.get("architecture", ""), d.get("os", ""), d.get("variant", ""))
 
     def __str__(self) -> str:
@@ -145,7 +146,7 @@ class Descriptor:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Descriptor":
+    def from_json(cls, d: dict[str, Any]) -> Descriptor:
         try:
             return cls(
                 media_type=d.get("mediaType", ""),
@@ -158,7 +159,7 @@ class Descriptor:
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidArgumentError(f"invalid descriptor {d!r}: {err}") from err
 
-    def with_annotations(self, annotations: dict[str, str]) -> "Descriptor":
+    def with_annotations(self, annotations: dict[str, str]) -> Descriptor:
         return dataclasses.replace(self, annotations=dict(annotations))
 
 
@@ -184,7 +185,7 @@ class Manifest:
         return canonical_json(self.to_json())
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Manifest":
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
         if d.get("schemaVersion") != 2 or "config" not in d:
             raise InvalidArgumentError("not an image manifest (schemaVersion 2 with a config)")
         media_type = d.get("mediaType") or MT_OCI_MANIFEST
@@ -196,7 +197,7 @@ class Manifest:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Manifest":
+    def from_bytes(cls, data: bytes) -> Manifest:
         return cls.from_json(_loads(data, "manifest"))
 
 
@@ -220,7 +221,7 @@ class Index:
         return canonical_json(self.to_json())
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Index":
+    def from_json(cls, d: dict[str, Any]) -> Index:
         if d.get("schemaVersion") != 2 or "manifests" not in d:
             raise InvalidArgumentError("not an image index (schemaVersion 2 with manifests)")
         return cls(
@@ -230,7 +231,7 @@ class Index:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Index":
+    def from_bytes(cls, data: bytes) -> Index:
         return cls.from_json(_loads(data, "index"))
 
 
@@ -260,7 +261,7 @@ class History:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "History":
+    def from_json(cls, d: dict[str, Any]) -> History:
         return cls(
             created=d.get("created", "") or "",
             created_by=d.get("created_by", "") or "",
@@ -303,7 +304,7 @@ class ImageConfig:
         return canonical_json(self.to_json())
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ImageConfig":
+    def from_json(cls, d: dict[str, Any]) -> ImageConfig:
         known = {"architecture", "os", "variant", "created", "author", "config", "rootfs", "history"}
         rootfs = d.get("rootfs") or {}
         try:
@@ -323,7 +324,7 @@ class ImageConfig:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ImageConfig":
+    def from_bytes(cls, data: bytes) -> ImageConfig:
         return cls.from_json(_loads(data, "image config"))
 
     @property
@@ -369,7 +370,7 @@ class Reference:
     digest: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Reference":
+    def parse(cls, text: str) -> Reference:
         raw = text
         if not text or text != text.strip():
             raise InvalidArgumentError(f"invalid reference format {raw!r}")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from nbc_testing import HAS_BUSYBOX, ROOT, cleanup_engine  # noqa: E402
+from nbc_testing import HAS_BUSYBOX, ROOT, cleanup_engine
 
 
 @pytest.fixture

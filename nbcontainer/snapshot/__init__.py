@@ -12,4 +12,4 @@ from .overlay import (
     Snapshotter,
 )
 
-__all__ = ["Snapshotter", "LayerInfo", "ContainerLayer", "Mount", "MAX_MOUNT_OPTIONS"]
+__all__ = ["MAX_MOUNT_OPTIONS", "ContainerLayer", "LayerInfo", "Mount", "Snapshotter"]

@@ -21,10 +21,10 @@ import os
 import secrets
 import shutil
 import string
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import DigestMismatchError, InvalidArgumentError, NotFoundError
 
@@ -59,7 +59,7 @@ class Mount:
         return {"type": self.type, "source": self.source, "options": list(self.options), "cwd": self.cwd}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Mount":
+    def from_json(cls, d: dict) -> Mount:
         return cls(d["type"], d["source"], tuple(d["options"]), d.get("cwd", ""))
 
 

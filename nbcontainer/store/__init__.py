@@ -26,7 +26,7 @@ from ..oci import (
 from .content import ContentStore, Writer
 from .refs import RefStore, atomic_write
 
-__all__ = ["ContentStore", "Writer", "RefStore", "ImageStore", "Image", "atomic_write"]
+__all__ = ["ContentStore", "Image", "ImageStore", "RefStore", "Writer", "atomic_write"]
 
 
 @dataclass(frozen=True)

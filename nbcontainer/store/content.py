@@ -12,8 +12,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from ..errors import DigestMismatchError, NotFoundError
 from ..oci import Digest
@@ -25,7 +26,7 @@ RESUMABLE_PREFIX = "pull-"
 class Writer:
     """An open ingest: write bytes, then :meth:`commit` with the expected digest and size."""
 
-    def __init__(self, store: "ContentStore") -> None:
+    def __init__(self, store: ContentStore) -> None:
         self._store = store
         fd, self.path = tempfile.mkstemp(dir=store.ingest_dir, prefix="ingest-")
         self._file = os.fdopen(fd, "wb")
@@ -68,7 +69,7 @@ class Writer:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MT_OCI_LAYOUT_VERSION, Descriptor, Index
 

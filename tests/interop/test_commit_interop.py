@@ -35,14 +35,14 @@ class Podman:
                      "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
 
     def __call__(self, *args: str) -> str:
-        proc = subprocess.run([*self.argv, *args], env=self.env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([*self.argv, *args], env=self.env, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, f"podman {' '.join(args)}: {proc.stderr.strip()}"
         return proc.stdout
 
     def close(self) -> None:
         for args in (["rm", "-af"], ["rmi", "-af"], ["system", "reset", "-f"]):
-            subprocess.run([*self.argv, *args], env=self.env, capture_output=True, timeout=300)
-        subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True)
+            subprocess.run([*self.argv, *args], env=self.env, capture_output=True, timeout=300, check=False)
+        subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True, check=False)
         shutil.rmtree(self.runroot, ignore_errors=True)
 
 
@@ -95,7 +95,7 @@ def debian_tar(tmp_path_factory):
         pytest.skip("mmdebstrap is not installed")
     out = tmp_path_factory.mktemp("debian") / "debian.tar"
     proc = subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         pytest.skip(f"mmdebstrap could not reach a Debian mirror: {proc.stderr.strip()[-200:]}")
     return out

@@ -3,9 +3,9 @@
 import os
 
 import pytest
+from nbc_testing import cleanup_engine
 
 from nbcontainer import Engine
-from nbc_testing import cleanup_engine
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),

@@ -18,9 +18,9 @@ pytestmark = [
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_clean_and_shows_its_widgets(path, tmp_path, monkeypatch):
     import nbformat
+    from nbc_testing import cleanup_engine
     from nbclient import NotebookClient
 
-    from nbc_testing import cleanup_engine
     from nbcontainer import Engine
 
     if "layer-analysis" in path.name and not shutil.which("mmdebstrap"):

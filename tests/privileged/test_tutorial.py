@@ -70,7 +70,7 @@ def test_cli_run_ps_logs_rm_as_separate_processes(busybox_engine):
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "nbcontainer", "--root", root, *args],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
 
     r = cli("run", "-d", "--name", "bg", "busybox", "sh", "-c", "echo started; sleep 30")
     assert r.returncode == 0, r.stderr

@@ -145,7 +145,7 @@ def test_inspect_image_is_docker_shaped(engine, tmp_path):
 
 def test_cli_prints_one_line_error_and_nonzero_exit_for_unknown_image(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nbcontainer", "--root", str(tmp_path), "history", "nope"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "Error: image 'nope' not found"
     assert "Traceback" not in proc.stderr

@@ -4,13 +4,13 @@ import pytest
 
 from nbcontainer.errors import InvalidArgumentError
 from nbcontainer.oci import (
+    MT_OCI_LAYER,
     Descriptor,
     Digest,
     History,
     ImageConfig,
     Index,
     Manifest,
-    MT_OCI_LAYER,
     Reference,
     chain_ids,
     layer_compression,
