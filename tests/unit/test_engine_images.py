@@ -168,3 +168,33 @@ def test_cli_quiet_and_json_formats(tmp_path, capsys):
 def test_env_var_sets_the_root(tmp_path, monkeypatch):
     monkeypatch.setenv("NBCONTAINER_ROOT", str(tmp_path / "envroot"))
     assert Engine().root == tmp_path / "envroot"
+
+
+def test_kill_9_during_import_leaves_a_store_that_lists_and_repairs(tmp_path):
+    import signal
+    import time
+
+    root = tmp_path / "store"
+    first = tmp_path / "small.tar"
+    first.write_bytes(rootfs_tar([("keep", b"k")]))
+    Engine(root).import_(first, "keep:1")
+    big = tmp_path / "big.tar"
+    with tarfile.open(big, "w") as tf:
+        chunk = bytes(512 * 1024)
+        for i in range(600):
+            ti = tarfile.TarInfo(f"d/f{i:04d}")
+            ti.size = len(chunk)
+            tf.addfile(ti, io.BytesIO(chunk))
+    proc = subprocess.Popen([sys.executable, "-m", "nbcontainer", "--root", str(root), "import", str(big), "big:1"])
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the import finished before it could be killed"
+    engine = Engine(root)  # sweeps ingest/ on start
+    names = [(r.repository, r.tag) for r in engine.images()]
+    assert ("keep", "1") in names and ("big", "1") not in names
+    engine.fsck(repair=True)
+    assert engine.snapshots.fsck() == []
+    assert engine.layers("keep:1")[0].files == 1
+    # and the interrupted import can simply be run again
+    engine.import_(big, "big:1")
+    assert engine.layers("big:1")[0].files == 600
