@@ -23,7 +23,7 @@ def test_an_image_pushed_then_pulled_into_an_empty_store_runs(busybox_engine, re
     try:
         result = fresh.pull(f"{registry.host}/demo/hello:1")
         assert result.image.id == e.image(f"{registry.host}/demo/hello:1").id
-        r = fresh.run(f"{registry.host}/demo/hello:1", ["cat", "/hello"], remove=True, network="none")
+        r = fresh.run(f"{registry.host}/demo/hello:1", ["cat", "/hello"], remove=True)
         assert r.exit_code == 0 and r.stdout == b"pushed\n"
         assert fresh.history(f"{registry.host}/demo/hello:1")[0].comment == "for the registry"
     finally:

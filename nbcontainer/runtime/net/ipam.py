@@ -8,7 +8,8 @@
                                                      "Name", "Hostname", "Ports"}}
 
 The default network ``bridge`` (bridge ``nbc0``, 10.89.0.0/16; podman owns 10.88 here) is written
-on first use unless someone created it before with another bridge name or subnet.
+on first use unless someone created it before with another bridge name or subnet; when another
+store root on the host already has ``nbc0``, this root's default gets its own bridge and /16.
 """
 
 from __future__ import annotations
@@ -79,9 +80,23 @@ def get(root: str, name: str) -> dict:
             raise NotFoundError(f"network {name} not found") from None
     with locked(root):
         if not os.path.exists(_net_path(root, name)):
-            _create(root, name, DEFAULT_SUBNET, DEFAULT_BRIDGE)
+            _create_default(root)
     with open(_net_path(root, name)) as f:
         return json.load(f)
+
+
+def _create_default(root: str) -> dict:
+    """``nbc0`` on 10.89.0.0/16, unless another store root on this host has it already: then a
+    bridge named after this root on the next free /16 (10.90-10.199), so two roots can run at once."""
+    if not os.path.exists(f"/sys/class/net/{DEFAULT_BRIDGE}"):
+        try:
+            return _create(root, DEFAULT_NETWORK, DEFAULT_SUBNET, DEFAULT_BRIDGE)
+        except (InvalidArgumentError, AlreadyExistsError):
+            pass
+    import hashlib
+
+    tag = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:8]
+    return _create(root, DEFAULT_NETWORK, None, f"nbc{tag}")
 
 
 def exists(root: str, name: str) -> bool:
