@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if result.kind == "none":
-        return 0
+        return int(getattr(result, "exit_code", 0) or 0)
     if args.output_format == "json":
         for line in result.json_lines():
             print(line)

@@ -60,6 +60,11 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 @_run_args
 def run(engine: Any, a: argparse.Namespace) -> Result:
+    if a.interactive and a.tty and not a.detach and sys.stdin.isatty():
+        code = run_interactive(engine, a)
+        res = Result(code, "none")
+        res.exit_code = code  # type: ignore[attr-defined]
+        return res
     r = engine.run(a.image, a.command or None, detach=a.detach, remove=a.remove, **_opts(a))
     if a.detach:
         return Result(r, "lines", lines=[r.id])
@@ -281,6 +286,46 @@ def _cprune_args(p: argparse.ArgumentParser) -> None:
 def container_prune(engine: Any, a: argparse.Namespace) -> Result:
     gone = engine.container_prune()
     return Result(gone, "lines", lines=["Deleted Containers:"] + gone if gone else ["Total reclaimed space: 0B"])
+
+
+def run_interactive(engine: Any, a: argparse.Namespace) -> int:
+    """``run -it`` in a terminal: create, attach to the container's pty, start, relay in raw mode."""
+    import os
+    import select
+    import shutil
+    import termios
+    import tty
+
+    opts = _opts(a)
+    size = shutil.get_terminal_size()
+    s = engine.create(a.image, a.command or None, attach=True, tty_size=(size.lines, size.columns), **opts)
+    sock = engine.attach(s.id)
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        engine.start(s.id)
+        watch: list[Any] = [fd, sock]
+        while True:
+            ready, _, _ = select.select(watch, [], [])
+            if sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if fd in ready:
+                typed = os.read(fd, 65536)
+                if typed:
+                    sock.sendall(typed)
+                else:
+                    watch.remove(fd)  # our stdin ended; keep showing output until the container ends
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        sock.close()
+    code = engine.wait(s.id)
+    if a.remove:
+        engine.rm(s.id, force=True)
+    return code
 
 
 def run_cell(engine: Any, a: argparse.Namespace, cell: str) -> Any:

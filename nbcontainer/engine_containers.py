@@ -204,7 +204,8 @@ class ContainerVerbs:
               entrypoint: str | list[str] | None = None, memory: str | int | None = None,
               pids_limit: int = 0, cpus: float = 0.0, read_only: bool = False,
               cap_add: list[str] | None = None, cap_drop: list[str] | None = None, network: str | None = None,
-              stdin: bytes | None = None, tty: bool = False, publish: list[str] | None = None) -> Any:
+              stdin: bytes | None = None, tty: bool = False, publish: list[str] | None = None,
+              attach: bool = False, tty_size: tuple[int, int] | None = None) -> Any:
         from .runtime import ContainerSpec
 
         img = self.store.resolve(image)  # type: ignore[attr-defined]
@@ -237,6 +238,10 @@ class ContainerVerbs:
         network = self._network_mode(network, publish)  # type: ignore[attr-defined]
         if publish:
             annotations["publish"] = json.dumps(publish)
+        if attach and tty:
+            annotations["attach"] = "1"  # ``run -it``: the shim serves the pty on attach.sock
+            if tty_size:
+                annotations["tty_size"] = f"{tty_size[0]} {tty_size[1]}"
         return ContainerSpec(
             id=cid, name=name, rootfs=rootfs, merged=str(self.snapshots.overlay_dir / cid / "merged"),
             args=args, env=merge_env(list(cfg.get("Env") or []), extra_env),
@@ -251,6 +256,10 @@ class ContainerVerbs:
 
     def start(self, ref: str) -> Any:
         return self.runtime.start(self.container(ref).id)
+
+    def attach(self, ref: str) -> Any:
+        """A socket to the terminal of a container created with ``tty=True, attach=True``."""
+        return self.runtime.attach(self.container(ref).id)
 
     def stop(self, ref: str, *, timeout: int = 10) -> Any:
         c = self.container(ref)

@@ -139,6 +139,27 @@ class Runtime:
         self._request({"op": "create", "config": cfg, "stdin": stdin})
         return self.state(spec.id)
 
+    def attach(self, id: str, *, timeout: float = 2.0) -> socket.socket:
+        """Connect to the terminal of a container created with ``tty`` and the ``attach``
+        annotation (``run -it``): bytes sent go to its pty, its output comes back."""
+        cid, cfg = self._config(id)
+        dfd = os.open(cfg["bundle"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(f"/proc/self/fd/{dfd}/attach.sock")
+                    return s
+                except (FileNotFoundError, ConnectionRefusedError):
+                    s.close()
+                    if time.monotonic() > deadline:
+                        raise StateTransitionError(
+                            f"cannot attach to container {cfg['name']}: it was not created with -it") from None
+                    time.sleep(0.01)
+        finally:
+            os.close(dfd)
+
     def start(self, id: str) -> ContainerState:
         """Release the created PID 1 into execve (it was blocked opening ``exec.fifo``)."""
         cid, cfg = self._config(id)

@@ -118,6 +118,7 @@ class _Pump:
         self.captured: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         self.open = 0
         self.stdin = b""
+        self.attached: socket.socket | None = None  # ``run -it``: a terminal relayed by the client
 
     def add_reader(self, fd: int, stream: str) -> None:
         os.set_blocking(fd, False)
@@ -134,6 +135,11 @@ class _Pump:
         self.sel.register(fd, selectors.EVENT_WRITE, "stdin")
 
     def _emit(self, stream: str, data: bytes) -> None:
+        if self.attached is not None:
+            try:
+                self.attached.sendall(data)
+            except OSError:
+                self.detach()
         if self.log_fd is None:
             self.captured[stream].append(data)
             return
@@ -147,6 +153,15 @@ class _Pump:
             self.partial[stream] = b""
         if out:
             os.write(self.log_fd, out)
+
+    def detach(self) -> None:
+        if self.attached is not None:
+            try:
+                self.sel.unregister(self.attached)
+            except (KeyError, ValueError):
+                pass
+            self.attached.close()
+            self.attached = None
 
     def _close(self, fd: int, stream: str) -> None:
         self.sel.unregister(fd)
@@ -201,6 +216,37 @@ def _stdio(tty: bool, stdin: bytes | None) -> tuple[tuple[int, int, int], list[t
     return (in_r, out_w, err_w), [(out_r, "stdout"), (err_r, "stderr")], in_w
 
 
+ATTACH = "attach.sock"
+
+
+def _listen_attach(bundle: str) -> socket.socket:
+    """A Unix socket in the bundle for ``run -it``; bound through /proc/self/fd so the path stays
+    under the 108-byte sun_path limit however deep the store root is."""
+    dfd = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.bind(f"/proc/self/fd/{dfd}/{ATTACH}")
+        os.chmod(os.path.join(bundle, ATTACH), 0o600)
+        s.listen(1)
+    finally:
+        os.close(dfd)
+    return s
+
+
+def _set_winsize(readers: list[tuple[int, str]], size: str) -> None:
+    """The client's terminal size (``"rows cols"``) on the pty, before the process starts."""
+    try:
+        rows, cols = (int(x) for x in size.split())
+    except ValueError:
+        return
+    import fcntl
+    import struct
+    import termios
+
+    master = next(fd for fd, stream in readers if stream == "stdout")
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 def _read_line(fd: int) -> bytes:
     buf = b""
     while not buf.endswith(b"\n"):
@@ -243,6 +289,7 @@ class Shim:
         self.mounted = False
         self.child = 0
         self.net: object = None
+        self.attach_sock: socket.socket | None = None
 
     def fail(self, step: str, err: int, detail: str) -> int:
         if self.child:
@@ -311,6 +358,9 @@ class Shim:
             "status": "created", "created": cfg["created"], "started_at": "", "finished_at": "",
             "exit_code": 0, "oom_killed": False,
         })
+        if cfg["tty"] and (cfg.get("annotations") or {}).get("attach") == "1":
+            self.attach_sock = _listen_attach(self.bundle)
+            _set_winsize(readers, (cfg.get("annotations") or {}).get("tty_size", ""))
         reply(self.conn, {"ok": True, "state": state})
         self.conn.close()
         return self.supervise(pid, sync_r, readers, stdin_w)
@@ -328,6 +378,10 @@ class Shim:
         pump.sel.register(sync_r, selectors.EVENT_READ, ("sync",))
         if getattr(self.net, "proxy", None) is not None:
             self.net.proxy.register(pump.sel)  # type: ignore[attr-defined]  # published ports
+        tty_w = -1
+        if self.attach_sock is not None:
+            tty_w = os.dup(next(fd for fd, stream in readers if stream == "stdout"))
+            pump.sel.register(self.attach_sock, selectors.EVENT_READ, ("attach-listen",))
         status = None
         deadline = 0.0
         # After PID 1 is reaped the pid namespace is gone, so the pipes reach EOF at once; the
@@ -336,6 +390,24 @@ class Shim:
             for data, fd in pump.step(None if status is None else max(0.0, deadline - time.monotonic())):
                 if data[0] == "proxy":  # type: ignore[index]
                     data[1]()  # type: ignore[index]
+                elif data == ("attach-listen",):
+                    conn, _ = self.attach_sock.accept()  # type: ignore[union-attr]
+                    conn.settimeout(5)
+                    pump.detach()
+                    pump.attached = conn
+                    pump.sel.register(conn, selectors.EVENT_READ, ("attach-in",))
+                elif data == ("attach-in",):
+                    try:
+                        typed = pump.attached.recv(65536) if pump.attached else b""
+                    except OSError:
+                        typed = b""
+                    if typed and status is None:
+                        try:
+                            os.write(tty_w, typed)
+                        except OSError:
+                            pass
+                    elif not typed:
+                        pump.detach()
                 elif data == ("sync",):
                     if os.read(fd, 64) == b"":
                         pump.sel.unregister(fd)
@@ -347,6 +419,10 @@ class Shim:
                     os.close(fd)
                     status = os.waitpid(pid, 0)[1]
                     deadline = time.monotonic() + 2.0
+        pump.detach()
+        if self.attach_sock is not None:
+            self.attach_sock.close()
+            os.close(tty_w)
         self.finish(status)
         return 0
 

@@ -127,3 +127,34 @@ def test_commit_squash_folds_the_image_into_one_layer(busybox_engine):
     out = e.run("squashed:1", ["sh", "-c", "cat /squashed; ls /etc"], remove=True)
     assert out.stdout.startswith(b"s\n") and b"os-release" not in out.stdout and b"passwd" in out.stdout
     e.rm("sq")
+
+
+def test_cli_run_it_gives_an_interactive_shell_in_a_terminal(busybox_engine):
+    import pty
+    import select
+    import time
+
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "nbcontainer", "--root", str(busybox_engine.root),
+                                  "run", "-it", "--rm", "busybox", "sh"])
+    out = b""
+
+    def read_until(marker: bytes, timeout: float) -> None:
+        nonlocal out
+        end = time.monotonic() + timeout
+        while marker not in out and time.monotonic() < end:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    return
+
+    read_until(b"/ # ", 20)
+    os.write(master, b"stty size; echo hello-from-$((40+2)); exit 3\r")
+    read_until(b"hello-from-42", 20)
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    assert b"hello-from-42" in out and b"24 80" in out
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert busybox_engine.ps(all=True) == []
