@@ -3,12 +3,10 @@ that yields ``tarfile.TarInfo`` objects at a fraction of ``tarfile``'s per-membe
 
 from __future__ import annotations
 
-import errno
 import gzip
 import lzma
 import os
 import shutil
-import stat
 import struct
 import subprocess
 import tarfile
@@ -19,20 +17,10 @@ from typing import BinaryIO, Protocol, Self, TypeVar, cast
 
 from .errors import InvalidArgumentError, UnsupportedHostError
 
-WHITEOUT_PREFIX = ".wh."
-WHITEOUT_OPAQUE = ".wh..wh..opq"
 
 _CHUNK = 1 << 20
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz"}
 _COMPRESSIONS = ("none", "gzip", "zstd", "xz")
-_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
-_XATTR = "SCHILY.xattr."
-_XATTR_ERRNOS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM)  # not every fs takes every xattr
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
-          tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
-          tarfile.CHRTYPE: "device", tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "fifo"}
-_NODE_TYPES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO}
 _NO_DATA = frozenset((tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE,
                       tarfile.DIRTYPE, tarfile.FIFOTYPE))
 

@@ -27,6 +27,7 @@ from .errors import (
     StateTransitionError,
 )
 from .oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
+from .union import is_opaque
 
 _ADJ = ("admiring", "brave", "clever", "dreamy", "eager", "focused", "gallant", "happy", "jolly",
         "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant", "wizardly")
@@ -490,16 +491,6 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _opaque(path: str) -> bool:
-    for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
-        try:
-            if os.getxattr(path, attr, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
     """Docker's overlay diff, from the upper dir only (lowers are looked up, never walked)."""
     rows: dict[str, DiffRow] = {}
@@ -525,7 +516,7 @@ def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
             if _is_whiteout(st):
                 rows["/" + rel] = DiffRow("D", "/" + rel, 0, whiteout=True)
             elif stat.S_ISDIR(st.st_mode):
-                opaque = _opaque(full)
+                opaque = is_opaque(full)
                 existed = in_lower(rel)
                 rows["/" + rel] = DiffRow("C" if existed else "A", "/" + rel, 0, opaque=opaque)
                 if opaque and existed:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from ._tario import _T, _corrupt, _Readable, _TarStream, open_decompressed
+from ._tario import _CHUNK, _T, _corrupt, _Readable, _TarStream, open_decompressed
 from .errors import InvalidArgumentError, UnsafeArchiveError, UnsupportedHostError
 
 __all__ = ["LayerStats", "apply_layer", "iter_layer", "layer_filter", "open_decompressed", "write_layer"]
@@ -36,9 +36,6 @@ __all__ = ["LayerStats", "apply_layer", "iter_layer", "layer_filter", "open_deco
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 
-_CHUNK = 1 << 20
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz"}
-_COMPRESSIONS = ("none", "gzip", "zstd", "xz")
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 _XATTR = "SCHILY.xattr."
 _XATTR_ERRNOS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM)  # not every fs takes every xattr
@@ -47,8 +44,6 @@ _KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "
           tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
           tarfile.CHRTYPE: "device", tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "fifo"}
 _NODE_TYPES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO}
-_NO_DATA = frozenset((tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE,
-                      tarfile.DIRTYPE, tarfile.FIFOTYPE))
 
 
 @dataclass(frozen=True)

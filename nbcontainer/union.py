@@ -55,7 +55,7 @@ def _type(st: os.stat_result) -> str:
     return "socket"
 
 
-def _is_opaque(path: str) -> bool:
+def is_opaque(path: str) -> bool:
     for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
         try:
             if os.getxattr(path, attr, follow_symlinks=False) == b"y":
@@ -84,7 +84,7 @@ def scan_layer(root: str, index: int) -> list[Entry]:
             e = Entry("/" + rel, index, st.st_size if t == "file" else 0, stat.S_IMODE(st.st_mode), st.st_uid,
                       st.st_gid, st.st_mtime, t, nlink=st.st_nlink, inode=st.st_ino)
             if t == "dir":
-                e.opaque = _is_opaque(de.path)
+                e.opaque = is_opaque(de.path)
                 subdirs.append(rel)
             elif t == "symlink":
                 e.linkname = os.readlink(de.path)
