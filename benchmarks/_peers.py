@@ -48,6 +48,10 @@ class Podman:
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([*self.argv, *args], env=self.env, check=check, capture_output=True, timeout=600)
 
+    def rmi(self, name: str) -> None:
+        subprocess.run([*self.argv, "rmi", "-f", name], env=self.env, capture_output=True, timeout=600,
+                       check=False)
+
     def close(self) -> None:
         subprocess.run([*self.argv, "rm", "-af"], env=self.env, capture_output=True, timeout=600, check=False)
         subprocess.run([*self.argv, "rmi", "-af"], env=self.env, capture_output=True, timeout=600, check=False)

@@ -114,7 +114,8 @@ def oci_runtime(binary: str, bundle: Path, state: Path) -> Callable[[], None]:
     return once
 
 
-def podman(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+def podman_with_image(work: Path, rootfs_src: Path) -> tuple[list[str], dict[str, str]]:
+    """podman with its storage under ``work`` and the rootfs imported as ``nbc-bench-busybox``."""
     conf = work / "containers.conf"
     conf.write_text(PODMAN_CONF)
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
@@ -123,6 +124,11 @@ def podman(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Callable[[
     with tarfile.open(tar, "w") as t:
         t.add(rootfs_src, arcname=".")
     subprocess.run([*base, "import", str(tar), "nbc-bench-busybox"], env=env, check=True, capture_output=True)
+    return base, env
+
+
+def podman(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Callable[[], None]]:
+    base, env = podman_with_image(work, rootfs_src)
 
     def once() -> None:
         res = subprocess.run([*base, "run", "--rm", "--network", "none", "nbc-bench-busybox", "true"],

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_run import PODMAN_CONF, WARMUP, build_rootfs, median_ms
+from bench_run import WARMUP, build_rootfs, median_ms, podman_with_image
 
 from nbcontainer.runtime import ContainerSpec, Runtime
 from nbcontainer.runtime.net import ipam
@@ -51,16 +51,7 @@ def ours(root: Path, chain: str, network: str) -> Callable[[], None]:
 
 
 def podman_bridge(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Callable[[], None]]:
-    import tarfile
-
-    conf = work / "containers.conf"
-    conf.write_text(PODMAN_CONF)
-    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    base = ["podman", "--root", str(work / "storage"), "--runroot", str(work / "runroot")]
-    tar = work / "rootfs.tar"
-    with tarfile.open(tar, "w") as t:
-        t.add(rootfs_src, arcname=".")
-    subprocess.run([*base, "import", str(tar), "nbc-bench-busybox"], env=env, check=True, capture_output=True)
+    base, env = podman_with_image(work, rootfs_src)
     host_before = _host_net_state()
 
     def once() -> None:

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _peers import Podman, median  # noqa: E402
 
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
 from nbcontainer.store import Image, ImageStore
@@ -35,23 +36,10 @@ except ImportError:  # the engine is optional here: the store-level rows still r
     Engine = None  # type: ignore[assignment,misc]
 
 RUNS = 3
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-"""
 
 
 def median_time(fn: Callable[[], object], before: Callable[[], object] | None = None) -> float:
-    times = []
-    for _ in range(RUNS):
-        if before:
-            before()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median(fn, RUNS, before)
 
 
 def build_random_image(store: ImageStore, work: Path, mb: int = 100, files: int = 100) -> Image:
@@ -73,30 +61,6 @@ def wrap_layer(store: ImageStore, layer: Path, name: str, created_by: str) -> Im
                          diff_ids=(digest,), history=(History(created="2024-05-01T10:00:00Z",
                                                               created_by=created_by),))
     return store.add_image(config, [desc], name)
-
-
-class Podman:
-    def __init__(self, work: Path) -> None:
-        self.base = work / "podman"
-        self.base.mkdir()
-        self.runroot = tempfile.mkdtemp(prefix="nbc-bench-")  # podman wants ≤ 50 characters
-        (self.base / "containers.conf").write_text(CONTAINERS_CONF)
-        self.env = {**os.environ, "CONTAINERS_CONF": str(self.base / "containers.conf"),
-                    "TMPDIR": str(self.base)}
-        self.argv = ["podman", "--root", str(self.base / "root"), "--runroot", self.runroot,
-                     "--storage-driver", "vfs"]
-
-    def __call__(self, *args: str) -> None:
-        subprocess.run([*self.argv, *args], env=self.env, check=True, capture_output=True, timeout=600)
-
-    def rmi(self, name: str) -> None:
-        subprocess.run([*self.argv, "rmi", "-f", name], env=self.env, check=False, capture_output=True,
-                       timeout=600)
-
-    def close(self) -> None:
-        self.rmi("--all")
-        shutil.rmtree(self.base, ignore_errors=True)
-        shutil.rmtree(self.runroot, ignore_errors=True)
 
 
 def bench_image(work: Path, store: ImageStore, image: Image, name: str, label: str,
@@ -136,7 +100,7 @@ def bench_image(work: Path, store: ImageStore, image: Image, name: str, label: s
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nbc-bench-save-load-"))
-    podman = Podman(work) if shutil.which("podman") and os.geteuid() == 0 else None
+    podman = Podman(work, driver="vfs") if Podman.available() and os.geteuid() == 0 else None
     rows: list[tuple[str, float, float | None, str]] = []
     try:
         store = ImageStore(work / "store")

@@ -11,7 +11,8 @@ ROOT = os.geteuid() == 0
 HAS_BUSYBOX = os.path.exists("/bin/busybox")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -43,7 +44,7 @@ def cleanup_engine(engine, base: Path) -> None:
             pass
         pids.append(runner)
     deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids if p) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids if p) and time.monotonic() < deadline:
         time.sleep(0.02)
     with open("/proc/self/mountinfo") as f:
         left = [line.split()[4] for line in f if line.split()[4].startswith(str(base))]
@@ -51,6 +52,6 @@ def cleanup_engine(engine, base: Path) -> None:
         os.system(f"umount -l '{m}'")
     assert left == [], f"mounts left behind: {left}"
     assert [p for p in cgroup_paths if os.path.exists(p)] == [], "cgroups left behind"
-    assert [p for p in pids if p and _alive(p)] == [], "processes left behind"
+    assert [p for p in pids if p and alive(p)] == [], "processes left behind"
 
 

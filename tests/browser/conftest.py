@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from nbc_testing import alive
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 BUSYBOX = "/bin/busybox"
@@ -70,15 +72,6 @@ def _descendants(pid: int) -> list[int]:
             out += kids
             todo += kids
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return False
-    return raw[raw.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 class Lab:
@@ -182,10 +175,10 @@ class Lab:
         runner_file = self.store / "run" / "runner.pid"
         runner = int(runner_file.read_text()) if runner_file.exists() else None
         deadline = time.monotonic() + 10
-        while [p for p in left if p != runner and _alive(p)] and time.monotonic() < deadline:
+        while [p for p in left if p != runner and alive(p)] and time.monotonic() < deadline:
             time.sleep(0.05)
         for p in left:
-            if p != runner and _alive(p):
+            if p != runner and alive(p):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
@@ -197,7 +190,7 @@ def lab():
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from nbc_testing import cleanup_engine
+    from nbc_testing import cleanup_engine  # noqa: PLC0415
 
     from nbcontainer import Engine
 
