@@ -54,10 +54,10 @@ def _free_port() -> int:
 
 def _wait_dead(pid: int) -> None:
     """Until ``pid`` is gone or a zombie (a killed runner's socket may still take a connection)."""
-    from nbc_testing import _alive
+    from nbc_testing import alive
 
     deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
