@@ -153,18 +153,8 @@ class ContainerVerbs:
         return f"nbc_{secrets.token_hex(4)}"
 
     def container(self, ref: str) -> Any:
-        """A container's state by name, full id or unique id prefix."""
-        states = self.runtime.list()
-        ref = ref.strip()
-        for s in states:
-            if s.name == ref or s.id == ref:
-                return s
-        hits = [s for s in states if len(ref) >= 3 and s.id.startswith(ref)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise InvalidArgumentError(f"container id prefix {ref!r} is ambiguous")
-        raise NotFoundError(f"container {ref!r} not found")
+        """A container's state by name, full id or unique id prefix (the runtime resolves it)."""
+        return self.runtime.state(ref)
 
     # -- create / run -------------------------------------------------------------------
 
@@ -180,6 +170,8 @@ class ContainerVerbs:
             remove: bool = False, **opts: Any) -> Any:
         """``docker run``. Detached: the container's state. Else a result with exit_code, stdout, stderr."""
         spec = self._spec(image, command, **opts)
+        if remove and detach:
+            spec.annotations["auto_remove"] = "1"  # removed once seen exited (ps, wait, stop, prune)
         try:
             result = self.runtime.run(spec, detach=detach)
         except BaseException:
@@ -191,13 +183,7 @@ class ContainerVerbs:
             raise
         if remove and not detach:
             self.rm(spec.id, force=True)
-        elif remove:
-            self._auto_remove(spec.id)
         return result
-
-    def _auto_remove(self, cid: str) -> None:
-        ann = self.runtime.state(cid).spec.annotations
-        ann["auto_remove"] = "1"
 
     def _spec(self, image: str, command: list[str] | str | None = None, *, name: str | None = None,
               env: list[str] | None = None, env_file: list[str] | None = None, volumes: list[str] | None = None,
@@ -295,9 +281,21 @@ class ContainerVerbs:
 
     def _after_exit(self, cid: str) -> Any:
         s = self.runtime.state(cid)
-        if s.status == "exited" and s.spec.annotations.get("auto_remove") == "1":
-            self.rm(cid, force=True)
+        self._reap([s])
         return s
+
+    def _reap(self, states: list[Any]) -> list[Any]:
+        """Remove exited ``run -d --rm`` containers; return the others."""
+        alive = []
+        for s in states:
+            if s.status == "exited" and s.spec.annotations.get("auto_remove") == "1":
+                try:
+                    self.rm(s.id, force=True)
+                except NotFoundError:
+                    pass  # another caller reaped it first
+            else:
+                alive.append(s)
+        return alive
 
     def rm(self, ref: str, *, force: bool = False) -> str:
         c = self.container(ref)
@@ -324,8 +322,8 @@ class ContainerVerbs:
         from .engine import parse_time
 
         rows = []
-        for s in self.runtime.list():
-            if not all and s.status not in ("running", "paused", "created") or (not all and s.status == "created"):
+        for s in self._reap(self.runtime.list()):
+            if not all and s.status not in ("running", "paused"):
                 continue
             ann = s.spec.annotations
             rows.append(ContainerRow(

@@ -110,28 +110,25 @@ class StoreVerbs:
     def df(self) -> list[dict[str, Any]]:
         """``system df``: TYPE, TOTAL, ACTIVE, SIZE, RECLAIMABLE (bytes)."""
         images = self.store.images()
-        used_ids = {(c.get("annotations") or {}).get("image_id") for c in self._container_configs()}
+        configs = self._container_configs()  # type: ignore[attr-defined]
+        used_ids = {(c.get("annotations") or {}).get("image_id") for c in configs}
         layer_sizes = {info.chain_id: info.size for info in self.snapshots.layers()}
-        active_chains: set[str] = set()
-        for i in images:
-            if i.id in used_ids:
-                active_chains.update(i.config.chain_ids)
-        total_layers = sum(layer_sizes.values())
-        reclaim = sum(s for c, s in layer_sizes.items() if c not in active_chains)
-        containers = self._container_configs()
-        csize = 0
-        for c in containers:
-            key = (c.get("annotations") or {}).get("snapshot_key", "")
-            if key:
-                csize += _du(self.snapshots.overlay_dir / key / "diff")
-        blob_total = sum(self.store.content.size(d) for d in self.store.content.walk())
+        active_chains = {c for i in images if i.id in used_ids for c in i.config.chain_ids}
+        running = set()
+        if configs and os.geteuid() == 0:
+            running = {st.id for st in self.runtime.list() if st.status in ("running", "paused")}  # type: ignore[attr-defined]
+        sizes = {c.get("id", ""): _du(self.snapshots.overlay_dir / key / "diff")
+                 for c in configs if (key := (c.get("annotations") or {}).get("snapshot_key", ""))}
+        blobs = list(self.store.content.walk())
         return [
             {"TYPE": "Images", "TOTAL": len(images), "ACTIVE": sum(1 for i in images if i.id in used_ids),
-             "SIZE": total_layers, "RECLAIMABLE": reclaim},
-            {"TYPE": "Containers", "TOTAL": len(containers), "ACTIVE": len(containers),
-             "SIZE": csize, "RECLAIMABLE": 0},
-            {"TYPE": "Blobs", "TOTAL": sum(1 for _ in self.store.content.walk()), "ACTIVE": 0,
-             "SIZE": blob_total, "RECLAIMABLE": 0},
+             "SIZE": sum(layer_sizes.values()),
+             "RECLAIMABLE": sum(s for c, s in layer_sizes.items() if c not in active_chains)},
+            {"TYPE": "Containers", "TOTAL": len(configs), "ACTIVE": len(running),
+             "SIZE": sum(sizes.values()),
+             "RECLAIMABLE": sum(s for cid, s in sizes.items() if cid not in running)},
+            {"TYPE": "Blobs", "TOTAL": len(blobs), "ACTIVE": 0,
+             "SIZE": sum(self.store.content.size(d) for d in blobs), "RECLAIMABLE": 0},
         ]
 
     def image_prune(self) -> Any:

@@ -106,8 +106,8 @@ class ContainerMagics(Magics):
         if args.verb == "diff":
             from .widgets import DiffView
 
-            # the DataFrame goes to --out; the cell shows the tree
-            return DiffView(engine, args.container)
+            # the DataFrame goes to --out; the cell shows the tree of the same rows
+            return DiffView(engine, args.container, rows=result.value)
         return value
 
     @no_var_expand

@@ -109,9 +109,9 @@ class DiffView(W.VBox):
     ``.kinds.value = ("A",)`` filters; ``.rows`` holds the shown DiffRows; ``.frame`` the DataFrame.
     """
 
-    def __init__(self, engine: Any, container: str) -> None:
+    def __init__(self, engine: Any, container: str, rows: list | None = None) -> None:
         self.container = container
-        self.all_rows = engine.diff(container)
+        self.all_rows = engine.diff(container) if rows is None else rows
         self.frame = frames.to_frame("diff", self.all_rows)
         self.kinds = W.ToggleButtons(options=["all", "A", "C", "D"], value="all", description="show")
         self.tree = W.HTML()

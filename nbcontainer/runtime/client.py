@@ -413,12 +413,16 @@ class Runtime:
         try:
             return cid, _state.read_json(str(self.containers_dir / cid / _state.CONFIG))
         except FileNotFoundError:
-            raise NotFoundError(f"no such container: {id}") from None
+            raise NotFoundError(f"container {id!r} not found") from None
 
     def _resolve(self, id: str) -> str:
+        id = id.strip()
         if _ID.match(id) and (self.containers_dir / id).is_dir():
             return id
-        ids = [e for e in os.listdir(self.containers_dir) if _ID.match(e)]
+        try:
+            ids = [e for e in os.listdir(self.containers_dir) if _ID.match(e)]
+        except FileNotFoundError:
+            ids = []
         for cid in ids:
             try:
                 if _state.read_json(str(self.containers_dir / cid / _state.CONFIG))["name"] == id:
@@ -430,7 +434,7 @@ class Runtime:
             return matches[0]
         if len(matches) > 1:
             raise InvalidArgumentError(f"container id prefix {id!r} is ambiguous")
-        raise NotFoundError(f"no such container: {id}")
+        raise NotFoundError(f"container {id!r} not found")
 
 
 def _runner_env() -> dict[str, str]:

@@ -232,7 +232,7 @@ class Runner:
         try:
             cfg = _state.read_json(os.path.join(bundle, _state.CONFIG))
         except FileNotFoundError:
-            raise NotFoundError(f"no such container: {cid}") from None
+            raise NotFoundError(f"container {cid!r} not found") from None
         try:
             state = _state.read_json(os.path.join(bundle, _state.STATE))
         except FileNotFoundError:

@@ -48,3 +48,18 @@ def test_run_ps_top_diff_through_magics(ip, busybox_engine):
     with pytest.raises(UsageError, match="container 'nope' not found"):
         ip.run_line_magic("container", "exec nope true")
     ip.run_line_magic("container", "rm -f m1")
+
+
+def test_interrupting_the_cell_stops_its_container(ip, busybox_engine, capfd):
+    import signal
+    import threading
+    import time
+
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    ip.run_cell_magic("container", "run busybox", "echo started\nsleep 60\n")
+    assert time.monotonic() - t0 < 15
+    assert "started" in capfd.readouterr().out
+    [row] = busybox_engine.ps(all=True)
+    assert row.state == "exited"

@@ -158,3 +158,30 @@ def test_cli_run_it_gives_an_interactive_shell_in_a_terminal(busybox_engine):
     assert b"hello-from-42" in out and b"24 80" in out
     assert os.waitstatus_to_exitcode(status) == 3
     assert busybox_engine.ps(all=True) == []
+
+
+def test_run_detached_with_rm_is_gone_once_it_has_exited(busybox_engine):
+    e = busybox_engine
+    c = e.run("busybox", ["sh", "-c", "exit 4"], detach=True, remove=True, name="gone")
+    assert e.inspect("gone")["HostConfig"]["AutoRemove"] is True
+    assert e.wait("gone") == 4
+    assert [r.name for r in e.ps(all=True)] == []
+    assert not (e.snapshots.overlay_dir / c.id).exists()
+
+
+def test_df_counts_running_containers_and_their_upper_dirs(busybox_engine):
+    e = busybox_engine
+    e.run("busybox", ["sh", "-c", "head -c 5000 /dev/zero > /f; sleep 30"], detach=True, name="up")
+    e.run("busybox", ["sh", "-c", "head -c 3000 /dev/zero > /g"], name="down")
+    import time
+
+    deadline = time.monotonic() + 5
+    while not os.path.exists(os.path.join(e.inspect("up")["GraphDriver"]["Data"]["UpperDir"], "f")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    rows = {r["TYPE"]: r for r in e.df()}
+    assert rows["Containers"]["TOTAL"] == 2 and rows["Containers"]["ACTIVE"] == 1
+    assert rows["Containers"]["SIZE"] >= 8000 and 3000 <= rows["Containers"]["RECLAIMABLE"] < 5000
+    assert rows["Images"]["TOTAL"] == 1 and rows["Images"]["ACTIVE"] == 1
+    e.rm("up", force=True)
+    e.rm("down")
