@@ -7,6 +7,7 @@ typed value (what the API returns), and how to show it as text (CLI) or as a Dat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -86,7 +87,9 @@ def verb(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], 
     return deco
 
 
+@functools.lru_cache(maxsize=8)
 def build_parser(prog: str = "nbcontainer") -> ArgumentParser:
+    """The grammar of every verb; built once per prog (the magics parse every call)."""
     parser = ArgumentParser(prog=prog, description="Learn, run and analyse Linux containers.")
     parser.add_argument("--root", help="store root (default $NBCONTAINER_ROOT or /var/lib/nbcontainer)")
     parser.add_argument("--format", dest="output_format", choices=["table", "json"], default="table",

@@ -185,3 +185,29 @@ def test_df_counts_running_containers_and_their_upper_dirs(busybox_engine):
     assert rows["Images"]["TOTAL"] == 1 and rows["Images"]["ACTIVE"] == 1
     e.rm("up", force=True)
     e.rm("down")
+
+
+def test_run_flags_reach_the_container_and_its_cgroups(busybox_engine, tmp_path):
+    e = busybox_engine
+    env_file = tmp_path / "env"
+    env_file.write_text("# a comment\nFROM_FILE=yes\n")
+    c = e.run("busybox", ["sleep", "30"], detach=True, name="flags", env=["A=1"], env_file=[str(env_file)],
+              workdir="/tmp", user="nobody", hostname="box", cpus=0.5, memory="64m", pids_limit=50,
+              entrypoint="")
+    r = e.exec("flags", ["sh", "-c", "echo $A $FROM_FILE; pwd; id -u; hostname"])
+    assert r.stdout.decode().split() == ["1", "yes", "/tmp", "65534", "box"]
+    groups = c.cgroups
+    cpu = next(p for k, p in groups.items() if k in ("cpu", "unified"))
+    if os.path.exists(os.path.join(cpu, "cpu.cfs_quota_us")):
+        quota = int(open(os.path.join(cpu, "cpu.cfs_quota_us")).read())
+        period = int(open(os.path.join(cpu, "cpu.cfs_period_us")).read())
+        assert quota / period == 0.5
+    else:
+        quota, period = open(os.path.join(cpu, "cpu.max")).read().split()
+        assert int(quota) / int(period) == 0.5
+    mem = groups.get("memory") or groups["unified"]
+    limit_file = "memory.limit_in_bytes" if "memory" in groups else "memory.max"
+    assert int(open(os.path.join(mem, limit_file)).read()) == 64 << 20
+    pids = groups.get("pids") or groups["unified"]
+    assert open(os.path.join(pids, "pids.max")).read().strip() == "50"
+    e.rm("flags", force=True)
