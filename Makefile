@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES := busybox-static mmdebstrap podman skopeo umoci runc crun uidmap docker-registry \
-	apache2-utils chromium zstd xz-utils iproute2 nftables hyperfine
+	apache2-utils chromium zstd xz-utils iproute2 nftables hyperfine libseccomp2 gcc libc6-dev
 DEMO_ROOT ?= $(CURDIR)/.demo-store
 
 .PHONY: demo test system venv clean lint bench

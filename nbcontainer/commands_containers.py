@@ -28,6 +28,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--cap-add", action="append", default=[])
     p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--device", dest="devices", action="append", default=[],
+                   help="add a host device: HOST[:CONTAINER][:rwm]")
+    p.add_argument("--security-opt", action="append", default=[],
+                   help="seccomp=unconfined|PROFILE.json, no-new-privileges")
     p.add_argument("--network", "--net", default=None,
                    help="bridge (default where root), none, host, container:NAME or a network name")
     p.add_argument("-p", "--publish", action="append", default=[])
@@ -45,7 +49,7 @@ def _opts(a: argparse.Namespace) -> dict[str, Any]:
         name=a.name, env=a.env, env_file=a.env_file, volumes=a.volumes, workdir=a.workdir, user=a.user,
         hostname=a.hostname, entrypoint=a.entrypoint, memory=a.memory, pids_limit=a.pids_limit, cpus=a.cpus,
         read_only=a.read_only, cap_add=a.cap_add, cap_drop=a.cap_drop, network=a.network, stdin=stdin,
-        tty=a.tty, publish=a.publish,
+        tty=a.tty, publish=a.publish, devices=a.devices, security_opt=a.security_opt,
     )
 
 

@@ -93,6 +93,50 @@ def parse_volume(spec: str) -> dict[str, Any]:
     return {"source": src, "destination": parts[1], "readonly": mode == "ro"}
 
 
+def parse_security_opts(opts: list[str]) -> tuple[str, bool]:
+    """``--security-opt`` values as Docker reads them -> (seccomp setting, no_new_privileges).
+
+    ``seccomp=unconfined``, ``seccomp=PROFILE.json`` (Docker's schema, read now: the container keeps
+    the profile it was created with), ``no-new-privileges[=true|false]``; ``:`` works for ``=`` as in
+    older Docker.
+    """
+    from .runtime import seccomp
+
+    profile, nnp = "default", False
+    for opt in opts:
+        key, _, value = opt.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges":
+            if value not in ("", "true", "false"):
+                raise InvalidArgumentError(f"invalid --security-opt {opt!r}: want no-new-privileges[=true|false]")
+            nnp = value != "false"
+        elif key == "seccomp" and value:
+            if value == "unconfined":
+                profile = "unconfined"
+            else:
+                try:
+                    with open(value) as f:
+                        text = f.read()
+                except OSError as err:
+                    raise InvalidArgumentError(f"seccomp profile {value!r}: {err.strerror}") from None
+                profile = json.dumps(seccomp.parse_profile(text, f"seccomp profile {value!r}"), sort_keys=True)
+        else:
+            raise InvalidArgumentError(f"invalid --security-opt {opt!r}: supported are seccomp=unconfined|PROFILE.json "
+                                       "and no-new-privileges")
+    return profile, nnp
+
+
+def parse_devices(specs: list[str]) -> list[dict[str, Any]]:
+    """``--device HOST[:CONTAINER][:PERMS]`` -> the node to make and the rule that allows it."""
+    from .runtime import devices
+
+    out = []
+    for spec in specs:
+        host, path, rule, mode = devices.parse_device(spec)
+        out.append({"host": host, "path": path, "type": rule.type, "major": rule.major, "minor": rule.minor,
+                    "mode": mode, "access": rule.access})
+    return out
+
+
 def read_env_file(path: str) -> list[str]:
     try:
         lines = Path(path).read_text().splitlines()
@@ -192,9 +236,12 @@ class ContainerVerbs:
               pids_limit: int = 0, cpus: float = 0.0, read_only: bool = False,
               cap_add: list[str] | None = None, cap_drop: list[str] | None = None, network: str | None = None,
               stdin: bytes | None = None, tty: bool = False, publish: list[str] | None = None,
-              attach: bool = False, tty_size: tuple[int, int] | None = None) -> Any:
+              attach: bool = False, tty_size: tuple[int, int] | None = None, devices: list[str] | None = None,
+              security_opt: list[str] | None = None) -> Any:
         from .runtime import ContainerSpec
 
+        seccomp_profile, no_new_privileges = parse_security_opts(list(security_opt or []))
+        device_nodes = parse_devices(list(devices or []))
         img = self.store.resolve(image)  # type: ignore[attr-defined]
         self.unpack(img)  # type: ignore[attr-defined]
         cfg = img.config.config
@@ -236,6 +283,7 @@ class ContainerVerbs:
             hostname=hostname or cid[:12], mounts=mounts, readonly_rootfs=read_only,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), memory=parse_size(memory),
             pids_limit=int(pids_limit or 0), cpus=float(cpus or 0.0), network=network, stdin=stdin, tty=tty,
+            devices=device_nodes, seccomp=seccomp_profile, no_new_privileges=no_new_privileges,
             annotations=annotations,
         )
 
@@ -368,6 +416,11 @@ class ContainerVerbs:
                 "NanoCpus": int(spec.cpus * 1e9), "ReadonlyRootfs": spec.readonly_rootfs,
                 "CapAdd": spec.cap_add or None, "CapDrop": spec.cap_drop or None,
                 "AutoRemove": spec.annotations.get("auto_remove") == "1",
+                "Devices": [{"PathOnHost": d["host"], "PathInContainer": d["path"], "CgroupPermissions": d["access"]}
+                            for d in spec.devices] or None,
+                "SecurityOpt": ([f"seccomp={'unconfined' if spec.seccomp == 'unconfined' else 'custom'}"]
+                                if spec.seccomp != "default" else [])
+                + (["no-new-privileges"] if spec.no_new_privileges else []) or None,
             },
             "GraphDriver": {"Name": "overlay2", "Data": {
                 "LowerDir": ":".join(os.path.realpath(x) for x in lower),

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+# Syscall numbers differ by architecture; refuse to guess on one we do not know.
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "seccomp": 317, "bpf": 321},
+    "aarch64": {"pivot_root": 41, "capset": 91, "seccomp": 277, "bpf": 280},
+}
+try:
+    _NR = _SYSCALLS[platform.machine()]
+except KeyError:
+    raise ImportError(f"nbcontainer's runtime does not know the syscall numbers of {platform.machine()!r} "
+                      f"(it knows {', '.join(_SYSCALLS)})") from None
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -28,25 +40,25 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-_SYS_PIVOT_ROOT = 155  # x86_64
-_SYS_CAPGET = 125
-_SYS_CAPSET = 126
+SECCOMP_SET_MODE_FILTER = 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _MS_NAMES = {
     MS_RDONLY: "MS_RDONLY", MS_NOSUID: "MS_NOSUID", MS_NODEV: "MS_NODEV", MS_NOEXEC: "MS_NOEXEC",
     MS_REMOUNT: "MS_REMOUNT", MS_BIND: "MS_BIND", MS_REC: "MS_REC", MS_PRIVATE: "MS_PRIVATE",
-    MS_SLAVE: "MS_SLAVE",
+    MS_SLAVE: "MS_SLAVE", MS_STRICTATIME: "MS_STRICTATIME",
 }
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -94,7 +106,7 @@ def setns(fd: int, nstype: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    if _libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)) != 0:
+    if _libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)) != 0:
         raise _fail(f"pivot_root {new_root} {put_old}")
 
 
@@ -129,16 +141,49 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    if _libc.syscall(_SYS_CAPSET, ctypes.byref(hdr), ctypes.byref(data)) != 0:
+    if _libc.syscall(_NR["capset"], ctypes.byref(hdr), ctypes.byref(data)) != 0:
         raise _fail(f"capset effective {effective:#x} permitted {permitted:#x}")
 
 
-def capget() -> tuple[int, int, int]:
-    """(effective, permitted, inheritable) of the calling thread."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    if _libc.syscall(_SYS_CAPGET, ctypes.byref(hdr), ctypes.byref(data)) != 0:
-        raise _fail("capget")
-    return tuple(  # type: ignore[return-value]
-        getattr(data[0], f) | (getattr(data[1], f) << 32) for f in ("effective", "permitted", "inheritable")
-    )
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """Load a compiled classic-BPF seccomp program (8-byte ``sock_filter`` entries) on the caller.
+
+    Without no_new_privs this needs CAP_SYS_ADMIN, which container setup still holds here.
+    """
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    if _libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog)) != 0:
+        raise _fail(f"seccomp set filter ({len(program) // 8} instructions)")
+
+
+# --- bpf(2): raw syscall plus C buffers whose addresses go into union bpf_attr -------------------
+
+def buffer(data: bytes | int) -> tuple[object, int]:
+    """A writable C buffer and its address.
+
+    ``data`` is the initial content (one NUL byte is appended, so text such as a licence string is
+    terminated) or a size in zero bytes. Keep the first item alive while the address is in use.
+    """
+    if isinstance(data, int):
+        buf = ctypes.create_string_buffer(data)
+    else:
+        buf = ctypes.create_string_buffer(bytes(data), len(data) + 1)
+    return buf, ctypes.addressof(buf)
+
+
+def buffer_bytes(keep: object) -> bytes:
+    """The current content of a buffer made by :func:`buffer` (e.g. a log the kernel filled in)."""
+    return bytes(keep.raw)  # type: ignore[attr-defined]
+
+
+def bpf(cmd: int, attr: bytes) -> int:
+    """``bpf(cmd, attr, len(attr))`` on a mutable copy of ``attr``; returns the result (often an fd)."""
+    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
+    res = _libc.syscall(ctypes.c_long(_NR["bpf"]), ctypes.c_long(cmd), buf, ctypes.c_ulong(len(attr)))
+    if res < 0:
+        raise _fail(f"bpf cmd {cmd}")
+    return int(res)

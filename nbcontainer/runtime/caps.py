@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 # Index = capability number (linux/capability.h).
 NAMES = (
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
@@ -45,3 +47,15 @@ def mask(cap_add: list[str] | tuple[str, ...] = (), cap_drop: list[str] | tuple[
     if "ALL" not in drop:
         bits &= ~sum(1 << NAMES.index(n) for n in drop if n not in add)
     return bits & full
+
+
+@functools.lru_cache(maxsize=1)
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def container_mask(cap_add: list[str] | tuple[str, ...] = (), cap_drop: list[str] | tuple[str, ...] = ()) -> int:
+    """:func:`mask` for this kernel: what a container's processes hold (effective, permitted, bounding)."""
+    return mask(cap_add, cap_drop, last_cap())

@@ -17,8 +17,11 @@ import functools
 import os
 import time
 
+from . import devices as devices_mod
+from .devices import DeviceRule
+
 PARENT = "nbcontainer"
-_WANTED_V1 = ("memory", "pids", "cpu", "cpuacct", "freezer")
+_WANTED_V1 = ("memory", "pids", "cpu", "cpuacct", "freezer", "devices")
 _WANTED_V2 = ("memory", "pids", "cpu")
 
 
@@ -60,7 +63,8 @@ def paths(container_id: str) -> dict[str, str]:
     v1, v2_mount, v2_ctrls = layout()
     out = {c: os.path.join(base, PARENT, container_id) for c, base in v1.items()}
     missing = [c for c in _WANTED_V2 if c not in v1]
-    if v2_mount and (not v1 or any(c in v2_ctrls for c in missing)):
+    # the v2 group also carries the eBPF device filter when v1 has no devices controller
+    if v2_mount and (not v1 or "devices" not in v1 or any(c in v2_ctrls for c in missing)):
         out["unified"] = os.path.join(v2_mount, PARENT, container_id)
     return out
 
@@ -78,8 +82,13 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def create(groups: dict[str, str], *, memory: int = 0, pids: int = 0, cpus: float = 0.0) -> None:
-    """Make the groups and set the limits; raises ``OSError`` naming the file that failed."""
+def create(groups: dict[str, str], *, memory: int = 0, pids: int = 0, cpus: float = 0.0,
+           devices: list[DeviceRule] | None = None) -> None:
+    """Make the groups, set the limits and the device allow list (v1 ``devices`` controller, else
+    an eBPF program on the v2 group); raises ``OSError`` naming the file that failed.
+
+    A container never runs without a device policy: on a host with neither, this refuses.
+    """
     for key, path in groups.items():
         parent = os.path.dirname(path)
         if key == "unified":
@@ -102,6 +111,17 @@ def create(groups: dict[str, str], *, memory: int = 0, pids: int = 0, cpus: floa
     except OSError as err:
         remove(groups)
         raise OSError(err.errno, f"cgroup limit: {err.strerror}: {err.filename or ''}") from err
+    rules = devices_mod.rules_for([]) if devices is None else devices
+    try:
+        if "devices" in groups:
+            devices_mod.apply_v1(groups["devices"], rules)
+        elif "unified" in groups:
+            os.close(devices_mod.attach_v2(groups["unified"], rules))
+        else:
+            raise OSError(errno.ENOTSUP, "no devices cgroup (v1) and no cgroup v2 group for a device filter")
+    except OSError as err:
+        remove(groups)
+        raise OSError(err.errno, f"device cgroup: {err.strerror}") from err
 
 
 def _v2_enable(path: str) -> None:

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import resource
+import signal
 import socket
 import stat
 import struct
@@ -32,8 +33,9 @@ from . import caps
 NS_FLAGS = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
 _PROC_FLAGS = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+# runc also links /dev/core -> /proc/kcore; a masked path behind a link is still a path to kcore.
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
+              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
 # runc's defaults (config.go in runc's spec template).
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -50,7 +52,7 @@ class SetupError(Exception):
 
 
 def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int, int], tty: bool,
-                   fifo: str) -> NoReturn:
+                   fifo: str, seccomp_program: bytes | None) -> NoReturn:
     """Set up the container from inside PID 1, wait for ``start``, exec. Never returns.
 
     The shim moves this process into its cgroups meanwhile (a v1 migration waits for an RCU grace
@@ -88,7 +90,7 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
         step = "proc"
         libc.mount("proc", _mkdir(rootfs, "/proc"), "proc", _PROC_FLAGS)
         step = "dev"
-        _dev(rootfs)
+        _dev(rootfs, cfg.get("devices") or [])
         step = "sys"
         libc.mount("sysfs", _mkdir(rootfs, "/sys"), "sysfs", _PROC_FLAGS | libc.MS_RDONLY)
         step = "exec fifo"
@@ -117,17 +119,8 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
             step = "cgroup"
             _await_cgroup(joined_r)
             libc.unshare(libc.CLONE_NEWCGROUP)
-        step = "capabilities"
-        drop_capabilities(caps.mask(cfg["cap_add"], cfg["cap_drop"], _last_cap()))
-        step = "no_new_privs"
-        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
-        step = "setuid"
-        os.setgroups(groups)
-        os.setgid(gid)
-        os.setuid(uid)
-        # setuid to a non-root user clears "dumpable", which makes /proc/self/fd (needed for
-        # exec.fifo below) root-only; execve recomputes it anyway.
-        libc.prctl(libc.PR_SET_DUMPABLE, 1)
+        finalize_privileges(caps.container_mask(cfg["cap_add"], cfg["cap_drop"]), uid, gid, groups,
+                            seccomp_program, bool(cfg.get("no_new_privileges")))
         step = "cwd"
         os.chdir(cfg["cwd"] or "/")
         step = "ready"
@@ -151,7 +144,8 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
 
 
 def exec_init(cfg: dict, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, int], tty: bool,
-              args: list[str], env: list[str], cwd: str, user: str, sync_w: int) -> NoReturn:
+              args: list[str], env: list[str], cwd: str, user: str, sync_w: int,
+              seccomp_program: bytes | None) -> NoReturn:
     """Join a running container (pid namespace already joined by the caller) and exec ``args``."""
     step = "stdio"
     try:
@@ -166,16 +160,12 @@ def exec_init(cfg: dict, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, i
         step = "user"
         uid, gid, groups, home = resolve_user(user)
         env = container_env(env, cfg["hostname"], home)
-        step = "capabilities"
-        drop_capabilities(caps.mask(cfg["cap_add"], cfg["cap_drop"], _last_cap()))
-        step = "no_new_privs"
-        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
-        step = "setuid"
-        os.setgroups(groups)
-        os.setgid(gid)
-        os.setuid(uid)
+        finalize_privileges(caps.container_mask(cfg["cap_add"], cfg["cap_drop"]), uid, gid, groups,
+                            seccomp_program, bool(cfg.get("no_new_privileges")))
         step = "cwd"
         os.chdir(cwd or "/")
+    except SetupError as err:
+        _report(sync_w, err.step, err.errno, err.detail)
     except OSError as err:
         _report(sync_w, step, err.errno or 0, err.strerror or str(err))
     except BaseException as err:  # noqa: BLE001
@@ -269,9 +259,12 @@ def _bind(source: str, target: str, *, readonly: bool) -> None:
         libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY)
 
 
-def _dev(rootfs: str) -> None:
+def _dev(rootfs: str, devices: list[dict]) -> None:
+    """Docker's /dev: a tmpfs (nosuid, strictatime, mode 755), the six standard nodes, the links,
+    a private devpts, shm and mqueue, and the ``--device`` nodes (the device cgroup allows
+    exactly those)."""
     dev = _mkdir(rootfs, "/dev")
-    libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID, "mode=755,size=65536k")
+    libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, "mode=755,size=65536k")
     old = os.umask(0)
     try:
         for name, major, minor in _DEVICES:
@@ -280,6 +273,13 @@ def _dev(rootfs: str) -> None:
             os.symlink(target, f"{dev}/{name}")
         for sub in ("pts", "shm", "mqueue"):
             os.mkdir(f"{dev}/{sub}", 0o755)
+        for d in devices:
+            node = secure_join(rootfs, d["path"])
+            os.makedirs(os.path.dirname(node), exist_ok=True)
+            kind = stat.S_IFBLK if d["type"] == "b" else stat.S_IFCHR
+            if os.path.lexists(node):
+                os.unlink(node)
+            os.mknod(node, kind | (d["mode"] & 0o7777), os.makedev(d["major"], d["minor"]))
     finally:
         os.umask(old)
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
@@ -314,18 +314,56 @@ def _readonly(path: str) -> None:
     libc.mount(None, path, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | _PROC_FLAGS)
 
 
-def _last_cap() -> int:
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        return int(f.read())
+def finalize_privileges(keep: int, uid: int, gid: int, groups: list[int], seccomp_program: bytes | None,
+                        no_new_privs: bool) -> None:
+    """Become the container's user with its capabilities, in runc's order (finalizeNamespace).
+
+    Without no_new_privs the seccomp filter goes first, while CAP_SYS_ADMIN is still held (the
+    kernel demands one of the two); with it, last, so fewer of our own calls must pass it. The
+    bounding set shrinks before setuid, KEEPCAPS keeps the permitted set across it, and only then
+    are the final sets written: effective = permitted = bounding = ``keep``; inheritable and
+    ambient empty, so nothing leaks into programs run by a non-root user.
+    """
+    step = "seccomp"
+    try:
+        if seccomp_program is not None and not no_new_privs:
+            libc.seccomp_set_filter(seccomp_program)
+        step = "capabilities"
+        libc.prctl(libc.PR_SET_KEEPCAPS, 1)
+        for cap in range(caps.last_cap() + 1):
+            if not keep & (1 << cap):
+                libc.prctl(libc.PR_CAPBSET_DROP, cap)
+        step = "setuid"
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        step = "capabilities"
+        libc.capset(keep, keep, 0)
+        libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+        libc.prctl(libc.PR_SET_KEEPCAPS, 0)
+        # setuid to a non-root user clears "dumpable", which makes /proc/self/fd (needed for
+        # exec.fifo) root-only; execve recomputes it anyway.
+        libc.prctl(libc.PR_SET_DUMPABLE, 1)
+        if no_new_privs:
+            step = "no_new_privs"
+            libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+            if seccomp_program is not None:
+                step = "seccomp"
+                libc.seccomp_set_filter(seccomp_program)
+    except OSError as err:
+        raise SetupError(step, err.errno or 0, err.strerror or str(err)) from err
 
 
-def drop_capabilities(keep: int) -> None:
-    """Bounding set first (needs CAP_SETPCAP, still held), then the thread's sets, then ambient."""
-    for cap in range(_last_cap() + 1):
-        if not keep & (1 << cap):
-            libc.prctl(libc.PR_CAPBSET_DROP, cap)
-    libc.capset(keep, keep, keep)
-    libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+def reset_signals() -> None:
+    """Every disposition back to default and an empty mask: Python ignores SIGPIPE and SIGXFSZ,
+    and a container's processes must not inherit that."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                continue  # a signal the C library reserves for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _entries(path: str) -> list[list[str]]:
@@ -382,6 +420,7 @@ def container_env(env: list[str], hostname: str, home: str) -> list[str]:
 def execvpe(args: list[str], env: list[str]) -> NoReturn:
     """execve with a PATH search done inside the container; Docker's messages and codes on failure."""
     envd = dict(e.partition("=")[::2] for e in env)
+    reset_signals()
     cmd = args[0] if args else ""
     candidates = [cmd] if "/" in cmd else [
         os.path.join(d or ".", cmd) for d in envd.get("PATH", DEFAULT_PATH).split(":")

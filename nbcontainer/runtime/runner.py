@@ -32,9 +32,15 @@ import socket
 import sys
 import time
 
-from ..errors import AlreadyExistsError, NbContainerError, NotFoundError, StateTransitionError
+from ..errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NbContainerError,
+    NotFoundError,
+    StateTransitionError,
+)
 from . import _libc as libc
-from . import _state, cgroups, network, shim
+from . import _state, caps, cgroups, devices, network, seccomp, shim
 
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -152,7 +158,7 @@ class Runner:
             shim.reply(conn, {"ok": True})
         elif op == "exec":
             cfg, state = self.load(req["id"])
-            shim.spawn_exec(cfg, state, conn, req)
+            shim.spawn_exec(cfg, state, conn, req, _seccomp_program(cfg))
         else:
             raise NbContainerError(f"runner: unknown operation {op!r}")
 
@@ -207,8 +213,11 @@ class Runner:
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # any container user may open it for writing (umask would not)
             _state.write_json(os.path.join(bundle, _state.CONFIG), cfg)  # atomic: listers read it concurrently
+            program = _seccomp_program(cfg)
             try:
-                cgroups.create(groups, memory=cfg["memory"], pids=cfg["pids_limit"], cpus=cfg["cpus"])
+                cgroups.create(groups, memory=cfg["memory"], pids=cfg["pids_limit"], cpus=cfg["cpus"],
+                               devices=devices.rules_for([devices.DeviceRule(d["type"], d["major"], d["minor"], d["access"], True)
+                                                          for d in cfg.get("devices") or []]))
             except OSError as err:
                 shim.reply(conn, shim.setup_error("cgroup", err.errno or 0, err.strerror or str(err)))
                 shutil.rmtree(bundle, ignore_errors=True)
@@ -218,7 +227,7 @@ class Runner:
             raise
         self.names[cid] = name
         stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
-        shim.spawn(cfg, conn, stdin)
+        shim.spawn(cfg, conn, stdin, program)
 
     def netns_of(self, cid: str) -> str:
         """``/proc/<pid>/ns/net`` of a running container, for ``--network container:<id>``."""
@@ -290,6 +299,15 @@ def _wait_gone(pid: int, start: int, *, timeout: float) -> None:
         sel.close()
     finally:
         os.close(fd)
+
+
+def _seccomp_program(cfg: dict) -> bytes | None:
+    """The container's compiled seccomp filter (cached by profile and capabilities in this process)."""
+    try:
+        return seccomp.program_for(cfg.get("seccomp") or "default",
+                                   caps.container_mask(cfg["cap_add"], cfg["cap_drop"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InvalidArgumentError(f"container {cfg['name']}: cannot build its seccomp filter: {err}") from err
 
 
 def _write(path: str, text: str) -> None:

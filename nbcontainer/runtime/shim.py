@@ -61,8 +61,9 @@ def setup_error(step: str, err: int, detail: str) -> dict:
             "step": step, "errno": err, "detail": detail}
 
 
-def spawn(cfg: dict, conn: socket.socket, stdin: bytes | None) -> int:
-    """Fork the shim of ``cfg`` (called in the runner); returns its pid."""
+def spawn(cfg: dict, conn: socket.socket, stdin: bytes | None, seccomp_program: bytes | None) -> int:
+    """Fork the shim of ``cfg`` (called in the runner, which compiled ``seccomp_program``); returns
+    its pid."""
     pid = os.fork()
     if pid:
         return pid
@@ -70,7 +71,7 @@ def spawn(cfg: dict, conn: socket.socket, stdin: bytes | None) -> int:
     try:
         _after_fork({conn.fileno()})
         os.setsid()
-        code = Shim(cfg, conn, stdin).run()
+        code = Shim(cfg, conn, stdin, seccomp_program).run()
     except BaseException as err:  # noqa: BLE001 - say why in the runner's log, never unwind
         _log_crash("shim", cfg.get("id", ""), err)
     finally:
@@ -281,8 +282,9 @@ def _status_code(status: int) -> int:
 
 
 class Shim:
-    def __init__(self, cfg: dict, conn: socket.socket, stdin: bytes | None) -> None:
+    def __init__(self, cfg: dict, conn: socket.socket, stdin: bytes | None, seccomp_program: bytes | None) -> None:
         self.cfg = cfg
+        self.seccomp_program = seccomp_program
         self.conn = conn
         self.stdin = stdin
         self.bundle = cfg["bundle"]
@@ -332,7 +334,8 @@ class Shim:
         pid = os.fork()
         if pid == 0:
             _after_fork({sync_w, joined_r, *stdio})
-            init.container_init(cfg, sync_w, joined_r, stdio, cfg["tty"], os.path.join(self.bundle, _state.FIFO))
+            init.container_init(cfg, sync_w, joined_r, stdio, cfg["tty"], os.path.join(self.bundle, _state.FIFO),
+                                self.seccomp_program)
         self.child = pid
         os.write(pid_w, str(pid).encode())
         os.close(pid_w)
@@ -442,7 +445,7 @@ class Shim:
                                    "finished_at": _state.now()})
 
 
-def spawn_exec(cfg: dict, state: dict, conn: socket.socket, req: dict) -> int:
+def spawn_exec(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp_program: bytes | None) -> int:
     """Fork the exec helper (called in the runner); returns its pid. The helper replies on ``conn``."""
     pid = os.fork()
     if pid:
@@ -450,14 +453,14 @@ def spawn_exec(cfg: dict, state: dict, conn: socket.socket, req: dict) -> int:
     code = 1
     try:
         _after_fork({conn.fileno()})
-        code = _exec_helper(cfg, state, conn, req)
+        code = _exec_helper(cfg, state, conn, req, seccomp_program)
     except BaseException as err:  # noqa: BLE001
         _log_crash("exec helper", cfg.get("id", ""), err)
     finally:
         os._exit(code)
 
 
-def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict) -> int:
+def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp_program: bytes | None) -> int:
     target = state["pid"]
     try:
         pid_ns = os.open(f"/proc/{target}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -476,7 +479,7 @@ def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict) -> int:
         _after_fork({sync_w, *stdio, *(fd for fd, _ in ns_fds)})
         env = list(cfg["env"]) + list(req.get("env") or [])
         init.exec_init(cfg, ns_fds, stdio, req.get("tty", False), req["args"], env,
-                       req.get("cwd") or cfg["cwd"], req.get("user") or cfg["user"], sync_w)
+                       req.get("cwd") or cfg["cwd"], req.get("user") or cfg["user"], sync_w, seccomp_program)
     for fd, _ in ns_fds:
         os.close(fd)
     os.close(sync_w)

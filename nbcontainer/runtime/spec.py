@@ -18,6 +18,9 @@ class ContainerSpec:
     ``{"source": host path, "destination": path in the container, "readonly": bool}``.
     ``cap_add``/``cap_drop`` take Docker's names, with or without ``CAP_``, or ``ALL``.
     ``network`` is ``"none"``, ``"host"``, ``"container:<id>"`` or a network name (``"bridge"``). ``stdin`` is fed to the process, then closed.
+    ``devices`` are ``--device`` nodes ``{"host", "path", "type": "c"|"b", "major", "minor", "mode",
+    "access"}``; ``seccomp`` is ``"default"`` (Docker's profile), ``"unconfined"`` or a profile's
+    JSON text; ``no_new_privileges`` sets the flag (Docker's default: off).
     """
 
     id: str
@@ -39,6 +42,9 @@ class ContainerSpec:
     network: str = "none"
     stdin: bytes | None = None
     tty: bool = False
+    devices: list[dict] = field(default_factory=list)
+    seccomp: str = "default"
+    no_new_privileges: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -47,6 +53,7 @@ class ContainerSpec:
         for key in ("args", "env", "cap_add", "cap_drop"):
             out[key] = list(out[key])
         out["mounts"] = [dict(m) for m in self.mounts]
+        out["devices"] = [dict(d) for d in self.devices]
         out["annotations"] = dict(self.annotations)
         return out
 
