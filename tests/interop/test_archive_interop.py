@@ -12,22 +12,16 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
+from nbc_podman import podman_fixture
 
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig
 from nbcontainer.store import Image, ImageStore
 from nbcontainer.store.archive import load, save
 
 BUSYBOX = Path("/bin/busybox")
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-"""
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the peers' storage needs root")
 
@@ -111,31 +105,7 @@ def image(store: ImageStore, rootfs_tar: bytes) -> Image:
     return store.add_image(config, layers, "busybox:latest")
 
 
-class Podman:
-    def __init__(self, base: Path, runroot: str) -> None:
-        conf = base / "containers.conf"
-        conf.write_text(CONTAINERS_CONF)
-        self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "TMPDIR": str(base)}
-        # podman refuses a runroot path longer than 50 characters.
-        self.argv = ["podman", "--root", str(base / "root"), "--runroot", runroot,
-                     "--storage-driver", "vfs"]
-
-    def __call__(self, *args: str) -> str:
-        return run([*self.argv, *args], env=self.env)
-
-
-@pytest.fixture
-def podman(tmp_path: Path):
-    need("podman")
-    base = tmp_path / "podman"
-    base.mkdir()
-    runroot = tempfile.mkdtemp(prefix="nbc-prun-")
-    p = Podman(base, runroot)
-    yield p
-    subprocess.run([*p.argv, "rmi", "--all", "--force"], check=False, env=p.env, capture_output=True,
-                   timeout=120)
-    shutil.rmtree(base, ignore_errors=True)
-    shutil.rmtree(runroot, ignore_errors=True)
+podman = podman_fixture()
 
 
 def skopeo(*args: str, tmp: Path) -> str:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
+from nbc_podman import podman_fixture
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root"),
@@ -17,42 +16,7 @@ pytestmark = [
                        reason="podman and runc are not installed (apt-get install podman runc)"),
 ]
 
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-"""
-
-
-class Podman:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.runroot = tempfile.mkdtemp(prefix="nbcp-")  # podman wants a short runroot
-        (base / "containers.conf").write_text(CONTAINERS_CONF)
-        self.env = {**os.environ, "CONTAINERS_CONF": str(base / "containers.conf"), "TMPDIR": str(base)}
-        self.argv = ["podman", "--root", str(base / "root"), "--runroot", self.runroot,
-                     "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
-
-    def __call__(self, *args: str) -> str:
-        proc = subprocess.run([*self.argv, *args], env=self.env, capture_output=True, text=True, timeout=300, check=False)
-        assert proc.returncode == 0, f"podman {' '.join(args)}: {proc.stderr.strip()}"
-        return proc.stdout
-
-    def close(self) -> None:
-        for args in (["rm", "-af"], ["rmi", "-af"], ["system", "reset", "-f"]):
-            subprocess.run([*self.argv, *args], env=self.env, capture_output=True, timeout=300, check=False)
-        subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True, check=False)
-        shutil.rmtree(self.runroot, ignore_errors=True)
-
-
-@pytest.fixture
-def podman(tmp_path):
-    base = tmp_path / "podman"
-    base.mkdir()
-    p = Podman(base)
-    yield p
-    p.close()
+podman = podman_fixture()
 
 
 def test_our_committed_image_runs_under_podman_with_the_change_and_the_deletion(busybox_engine, podman, tmp_path):
