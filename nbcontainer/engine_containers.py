@@ -132,8 +132,9 @@ def parse_devices(specs: list[str]) -> list[dict[str, Any]]:
     out = []
     for spec in specs:
         host, path, rule, mode = devices.parse_device(spec)
+        st = os.stat(host)
         out.append({"host": host, "path": path, "type": rule.type, "major": rule.major, "minor": rule.minor,
-                    "mode": mode, "access": rule.access})
+                    "mode": mode, "uid": st.st_uid, "gid": st.st_gid, "access": rule.access})
     return out
 
 

@@ -280,6 +280,7 @@ def _dev(rootfs: str, devices: list[dict]) -> None:
             if os.path.lexists(node):
                 os.unlink(node)
             os.mknod(node, kind | (d["mode"] & 0o7777), os.makedev(d["major"], d["minor"]))
+            os.chown(node, d.get("uid", 0), d.get("gid", 0))  # as runc: the host node's owner
     finally:
         os.umask(old)
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,

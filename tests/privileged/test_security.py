@@ -180,6 +180,16 @@ def test_device_flag_with_read_only_permission_admits_reading_not_writing(ours, 
     assert mine["read:/dev/lc"] != "refused" and mine["open:/dev/lc"] == "refused", msg
 
 
+def test_device_node_keeps_the_host_nodes_mode_and_owner(ours, pod, tmp_path):
+    host = tmp_path / "owned-node"
+    os.mknod(host, stat.S_IFCHR | 0o640, os.makedev(10, 237))
+    os.chown(host, 0, 6)  # group "disk", as /dev/loop-control on Debian
+    flag = f"{host}:/dev/lc"
+    mine = ours("stat", "-c", "%a %u %g %t:%T", "/dev/lc", devices=[flag])
+    theirs = pod("stat", "-c", "%a %u %g %t:%T", "/dev/lc", opts=("--device", flag))
+    assert mine.stdout.decode() == theirs.stdout == "640 0 6 a:ed\n", (mine.stderr, theirs.stderr)
+
+
 def test_dev_is_a_nosuid_tmpfs_without_the_core_link(ours, pod):
     script = "cat /proc/self/mountinfo; ls -a /dev"
     mine, theirs = ours("sh", "-c", script), pod("sh", "-c", script)
