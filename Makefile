@@ -24,7 +24,7 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 demo: system venv
-	NBCONTAINER_ROOT=$(DEMO_ROOT) $(VPY) -m nbcontainer.demo
+	NBCONTAINER_ROOT=$(DEMO_ROOT) $(VPY) -m nbcontainer.notebook.demo
 
 test: system venv
 	$(VPY) -m pytest -q tests

@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _peers import median, table
 
-from nbcontainer import Engine, frames
-from nbcontainer.widgets import LayerExplorer
+from nbcontainer.analysis import frames
+
+from nbcontainer import Engine
+from nbcontainer.notebook.widgets import LayerExplorer
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
 from nbcontainer.store import ImageStore
-from nbcontainer.store.registry import RegistryClient
+from nbcontainer.transfer.registry.client import RegistryClient
 
 PODMAN_CONF = """[containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]

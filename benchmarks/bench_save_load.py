@@ -28,7 +28,7 @@ from _peers import Podman, median  # noqa: E402
 
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
 from nbcontainer.store import Image, ImageStore
-from nbcontainer.store.archive import load, save
+from nbcontainer.transfer.archive.sources import load, save
 
 try:
     from nbcontainer.engine import Engine

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Engine, default_root
-from .errors import (
+from nbcontainer.engine import Engine, default_root
+from nbcontainer.errors import (
     AlreadyExistsError,
     DigestMismatchError,
     InvalidArgumentError,
@@ -20,7 +20,7 @@ from .errors import (
     UnsafeArchiveError,
     UnsupportedHostError,
 )
-from .oci import Reference
+from nbcontainer.oci import Reference
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,6 @@ __all__ = [
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbcontainer``: imported lazily so ``import nbcontainer`` stays light."""
-    from .magics import load_ipython_extension as _load
+    from nbcontainer.notebook.magics import load_ipython_extension as _load
 
     _load(ipython)

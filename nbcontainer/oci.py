@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidArgumentError
+from nbcontainer.errors import InvalidArgumentError
 
 # -- media types -------------------------------------------------------------------------------
 

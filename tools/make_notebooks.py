@@ -22,8 +22,8 @@ NB01 = [
     ("md:# Images and containers, from the inside\n\nThis notebook walks the classic Docker tutorial with "
      "`nbcontainer`: an image is a stack of layers, a container is one more writable layer on top, and "
      "overlayfs unions them. Every table below is a pandas DataFrame."),
-    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\nfrom nbcontainer.widgets import UnionMountView, DiffView, LayerExplorer\n"
-     "from nbcontainer.plots import LayerSizeChart\nengine = Engine()\nengine.root"),
+    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\nfrom nbcontainer.notebook.widgets import DiffView, LayerExplorer, LayerSizeChart, UnionMountView\n"
+     "engine = Engine()\nengine.root"),
     "md:## Images and layers\nA base image built from the host's `busybox-static`, no registry needed.",
     "%container bootstrap busybox",
     "%container images",
@@ -56,8 +56,8 @@ NB01 = [
 
 NB02 = [
     "md:# Layer analysis with pandas\nWhat is inside a Debian minbase image, file by file.",
-    ("%load_ext nbcontainer\nfrom nbcontainer import Engine, frames\nfrom nbcontainer.plots import directory_sizes, layer_size_chart\n"
-     "from nbcontainer.widgets import LayerExplorer\nengine = Engine()"),
+    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\nfrom nbcontainer.analysis import frames\nfrom nbcontainer.analysis.plots import directory_sizes, layer_size_chart\n"
+     "from nbcontainer.notebook.widgets import LayerExplorer\nengine = Engine()"),
     ("import os\nif not any(r.repository == 'debian' for r in engine.images()):\n    engine.bootstrap('debian:bookworm')\n"
      "%container images"),
     "files = frames.to_frame('files', engine.files('debian:bookworm'))\nfiles.shape",

@@ -10,7 +10,7 @@ See ``client.py`` for the process model (the caller never forks; a runner does) 
 for the child-side setup order.
 """
 
-from .client import Runtime
-from .spec import ContainerSpec, ContainerState, RunResult
+from nbcontainer.runtime.client import Runtime
+from nbcontainer.runtime.bundle import ContainerSpec, ContainerState, RunResult
 
 __all__ = ["ContainerSpec", "ContainerState", "RunResult", "Runtime"]

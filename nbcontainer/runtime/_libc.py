@@ -14,8 +14,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers differ by architecture; refuse to guess on one we do not know.
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "seccomp": 317, "bpf": 321},
-    "aarch64": {"pivot_root": 41, "capset": 91, "seccomp": 277, "bpf": 280},
+    "x86_64": {"pivot_root": 155, "capset": 126, "rt_sigaction": 13, "seccomp": 317, "bpf": 321},
+    "aarch64": {"pivot_root": 41, "capset": 91, "rt_sigaction": 134, "seccomp": 277, "bpf": 280},
 }
 try:
     _NR = _SYSCALLS[platform.machine()]
@@ -143,6 +143,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     if _libc.syscall(_NR["capset"], ctypes.byref(hdr), ctypes.byref(data)) != 0:
         raise _fail(f"capset effective {effective:#x} permitted {permitted:#x}")
+
+
+def default_signal(sig: int) -> None:
+    """SIG_DFL for ``sig`` through the raw syscall: glibc's sigaction refuses the two real-time
+    signals it keeps for itself (32, 33), yet an ignored one is inherited across execve."""
+    action = ctypes.create_string_buffer(32)  # struct kernel_sigaction, all zero = SIG_DFL, no flags
+    if _libc.syscall(_NR["rt_sigaction"], sig, action, None, 8) != 0:
+        raise _fail(f"rt_sigaction {sig} SIG_DFL")
 
 
 class _SockFprog(ctypes.Structure):

@@ -17,8 +17,8 @@ import functools
 import os
 import time
 
-from . import devices as devices_mod
-from .devices import DeviceRule
+from nbcontainer.runtime import devices as devices_mod
+from nbcontainer.runtime.devices import DeviceRule
 
 PARENT = "nbcontainer"
 _WANTED_V1 = ("memory", "pids", "cpu", "cpuacct", "freezer", "devices")

@@ -23,10 +23,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import errors
-from ..errors import InvalidArgumentError, NotFoundError, RuntimeSetupError, StateTransitionError
-from . import _state, caps, cgroups, network
-from .spec import ContainerSpec, ContainerState, RunResult
+from nbcontainer import errors
+from nbcontainer.errors import InvalidArgumentError, NotFoundError, RuntimeSetupError, StateTransitionError
+from nbcontainer.runtime import state as _state
+from nbcontainer.runtime import caps, cgroups, network
+from nbcontainer.runtime.bundle import ContainerSpec, ContainerState, RunResult
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -456,7 +457,7 @@ def _validate(spec: ContainerSpec, root: str) -> None:
         if not _ID.match(spec.network.split(":", 1)[1]):
             raise InvalidArgumentError(f"invalid network {spec.network!r}: want container:<full id>")
     elif network.is_bridge(spec.network):
-        from .net import ipam, ports
+        from nbcontainer.runtime.net import ipam, ports
 
         if not ipam.exists(root, spec.network):
             raise NotFoundError(f"network {spec.network} not found")

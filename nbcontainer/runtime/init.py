@@ -27,8 +27,8 @@ import struct
 import sys
 from typing import NoReturn
 
-from . import _libc as libc
-from . import caps
+from nbcontainer.runtime import _libc as libc
+from nbcontainer.runtime import caps
 
 NS_FLAGS = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
 _PROC_FLAGS = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
@@ -356,14 +356,11 @@ def finalize_privileges(keep: int, uid: int, gid: int, groups: list[int], seccom
 
 
 def reset_signals() -> None:
-    """Every disposition back to default and an empty mask: Python ignores SIGPIPE and SIGXFSZ,
-    and a container's processes must not inherit that."""
-    for sig in signal.valid_signals():
+    """Every disposition back to default and an empty mask: Python ignores SIGPIPE and SIGXFSZ, a
+    parent may have ignored more, and a container's processes must inherit none of it."""
+    for sig in range(1, signal.NSIG):
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                continue  # a signal the C library reserves for itself
+            libc.default_signal(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 

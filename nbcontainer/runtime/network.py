@@ -30,7 +30,7 @@ def available() -> bool:
 
 def preload() -> None:
     """Import pyroute2 (~125 ms) once in the runner, so the shims it forks have it for free."""
-    from .net import bridge, links  # noqa: F401
+    from nbcontainer.runtime.net import bridge, links  # noqa: F401
 
 
 def setup(cfg: dict, pid: int) -> object:
@@ -39,12 +39,12 @@ def setup(cfg: dict, pid: int) -> object:
     Returns what the shim keeps for the container's life (settings, the port proxy); ``OSError``
     when a step fails, after undoing the others.
     """
-    from .net.bridge import Attachment
+    from nbcontainer.runtime.net.bridge import Attachment
 
     if not is_bridge(cfg["network"]):
         return Attachment()
-    from ..errors import NbContainerError
-    from .net import bridge
+    from nbcontainer.errors import NbContainerError
+    from nbcontainer.runtime.net import bridge
 
     try:
         return bridge.join(cfg, pid)
@@ -60,28 +60,28 @@ def teardown(cfg: dict) -> None:
     """Release what :func:`setup` made; idempotent (the shim, the runner's delete, a sweep)."""
     if not is_bridge(cfg.get("network", "none")):
         return
-    from .net import bridge
+    from nbcontainer.runtime.net import bridge
 
     bridge.leave(bridge.root_of(cfg), cfg["id"])
 
 
 def sweep(root: str) -> list[str]:
     """Release leases of containers whose shim and PID 1 are gone (a new runner calls this)."""
-    from .net import ipam
+    from nbcontainer.runtime.net import ipam
 
     if not ipam.leases(root):
         return []  # the common case costs no pyroute2 import
-    from .net import bridge
+    from nbcontainer.runtime.net import bridge
 
     return bridge.sweep(root)
 
 
 def shutdown(root: str) -> None:
     """The runner stops: take down the root's bridges that no container uses any more."""
-    from .net import ipam
+    from nbcontainer.runtime.net import ipam
 
     if not os.path.isdir(os.path.join(ipam.net_dir(root), "networks")) or not available():
         return
-    from .net import bridge
+    from nbcontainer.runtime.net import bridge
 
     bridge.down_idle(root)

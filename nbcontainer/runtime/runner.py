@@ -32,15 +32,16 @@ import socket
 import sys
 import time
 
-from ..errors import (
+from nbcontainer.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
     NbContainerError,
     NotFoundError,
     StateTransitionError,
 )
-from . import _libc as libc
-from . import _state, caps, cgroups, devices, network, seccomp, shim
+from nbcontainer.runtime import _libc as libc
+from nbcontainer.runtime import state as _state
+from nbcontainer.runtime import caps, cgroups, devices, network, seccomp, shim
 
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 

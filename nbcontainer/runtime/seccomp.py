@@ -21,8 +21,8 @@ import os
 import platform
 from typing import Any
 
-from ..errors import InvalidArgumentError
-from . import caps
+from nbcontainer.errors import InvalidArgumentError
+from nbcontainer.runtime import caps
 
 # moby's default allow list, unconditional part (alphabetical, as there).
 _ALLOWED = """

@@ -27,8 +27,9 @@ import signal
 import socket
 import time
 
-from . import _libc as libc
-from . import _state, cgroups, init, network
+from nbcontainer.runtime import _libc as libc
+from nbcontainer.runtime import state as _state
+from nbcontainer.runtime import cgroups, init, network
 
 NS_ORDER = (("ipc", libc.CLONE_NEWIPC), ("uts", libc.CLONE_NEWUTS), ("net", libc.CLONE_NEWNET),
             ("cgroup", libc.CLONE_NEWCGROUP), ("mnt", libc.CLONE_NEWNS))
@@ -55,7 +56,7 @@ def reply(conn: socket.socket, obj: dict) -> None:
 
 
 def setup_error(step: str, err: int, detail: str) -> dict:
-    from ..errors import RuntimeSetupError
+    from nbcontainer.errors import RuntimeSetupError
 
     return {"error": "RuntimeSetupError", "message": str(RuntimeSetupError(step, err, detail)),
             "step": step, "errno": err, "detail": detail}
@@ -364,13 +365,15 @@ class Shim:
         if cfg["tty"] and (cfg.get("annotations") or {}).get("attach") == "1":
             self.attach_sock = _listen_attach(self.bundle)
             _set_winsize(readers, (cfg.get("annotations") or {}).get("tty_size", ""))
-        reply(self.conn, {"ok": True, "state": state})
-        self.conn.close()
-        return self.supervise(pid, sync_r, readers, stdin_w)
-
-    def supervise(self, pid: int, sync_r: int, readers: list[tuple[int, str]], stdin_w: int | None) -> int:
+        # the log exists before anyone hears of the container, so ``logs -f`` never finds it missing
         log_fd = os.open(os.path.join(self.bundle, _state.LOG),
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        reply(self.conn, {"ok": True, "state": state})
+        self.conn.close()
+        return self.supervise(pid, sync_r, readers, stdin_w, log_fd)
+
+    def supervise(self, pid: int, sync_r: int, readers: list[tuple[int, str]], stdin_w: int | None,
+                  log_fd: int) -> int:
         pump = _Pump(log_fd)
         for fd, stream in readers:
             pump.add_reader(fd, stream)

@@ -4,7 +4,7 @@ The snapshotter unpacks each layer once, keyed by chain id, and hands out *descr
 overlay mounts (:class:`Mount`); a helper process mounts them, never the Jupyter kernel.
 """
 
-from .overlay import (
+from nbcontainer.snapshot.overlay import (
     MAX_MOUNT_OPTIONS,
     ContainerLayer,
     LayerInfo,

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DigestMismatchError, InvalidArgumentError, NotFoundError
+from nbcontainer.errors import DigestMismatchError, InvalidArgumentError, NotFoundError
 
 # The kernel copies mount options into one page; the last byte is the terminating NUL.
 MAX_MOUNT_OPTIONS = 4095

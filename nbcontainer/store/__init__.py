@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidArgumentError, NotFoundError
-from ..oci import (
+from nbcontainer.errors import InvalidArgumentError, NotFoundError
+from nbcontainer.oci import (
     ANNOTATION_IMAGE_NAME,
     INDEX_TYPES,
     MT_OCI_MANIFEST,
@@ -23,8 +23,8 @@ from ..oci import (
     Manifest,
     Reference,
 )
-from .content import ContentStore, Writer
-from .refs import RefStore, atomic_write
+from nbcontainer.store.content import ContentStore, Writer
+from nbcontainer.store.refs import RefStore, atomic_write
 
 __all__ = ["ContentStore", "Image", "ImageStore", "RefStore", "Writer", "atomic_write"]
 

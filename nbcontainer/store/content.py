@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import DigestMismatchError, NotFoundError
-from ..oci import Digest
+from nbcontainer.errors import DigestMismatchError, NotFoundError
+from nbcontainer.oci import Digest
 
 CHUNK = 1 << 20
 RESUMABLE_PREFIX = "pull-"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MT_OCI_LAYOUT_VERSION, Descriptor, Index
+from nbcontainer.oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MT_OCI_LAYOUT_VERSION, Descriptor, Index
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:

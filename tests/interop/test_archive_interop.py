@@ -19,7 +19,7 @@ from nbc_podman import podman_fixture
 
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig
 from nbcontainer.store import Image, ImageStore
-from nbcontainer.store.archive import load, save
+from nbcontainer.transfer.archive.sources import load, save
 
 BUSYBOX = Path("/bin/busybox")
 

@@ -24,7 +24,7 @@ from nbcontainer.oci import (
     Platform,
 )
 from nbcontainer.store import ImageStore
-from nbcontainer.store.registry import (
+from nbcontainer.transfer.registry.client import (
     ProgressEvent,
     RegistryClient,
     host_platform,

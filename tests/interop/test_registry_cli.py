@@ -17,7 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from nbcontainer.oci import MT_OCI_INDEX, MT_OCI_MANIFEST, Descriptor, Digest, Index, Platform
 from nbcontainer.store import ImageStore
-from nbcontainer.store.registry import PullResult, RegistryClient
+from nbcontainer.transfer.registry.client import PullResult, RegistryClient
 
 
 def _layers() -> list[dict[str, bytes]]:

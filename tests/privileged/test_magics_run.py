@@ -16,7 +16,7 @@ pytestmark = [
 @pytest.fixture
 def ip(busybox_engine, tmp_path_factory):
     os.environ.setdefault("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
-    from nbcontainer.magics import ContainerMagics
+    from nbcontainer.notebook.magics import ContainerMagics
 
     shell = InteractiveShell.instance()
     shell.register_magics(ContainerMagics(shell, engine=busybox_engine))

@@ -238,14 +238,15 @@ def test_a_new_runner_sweeps_the_lease_of_a_container_whose_shim_died(busybox_en
 
 
 def test_network_verbs_and_frames(busybox_engine, nets):
-    from nbcontainer import commands, frames
+    from nbcontainer import verbs as commands
+    from nbcontainer.analysis import frames
 
     e = busybox_engine
     net, bridge, subnet = nets.new("frontend")
-    parser = commands.build_parser()
+    parser = commands.parser()
 
     def verb(*argv: str) -> commands.Result:
-        return commands.run(e, parser.parse_args(list(argv)))
+        return commands.call(e, parser.parse_args(list(argv)))
 
     ls = verb("network", "ls")
     assert [r.name for r in ls.value] == ["bridge", "frontend"]

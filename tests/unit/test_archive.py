@@ -36,7 +36,7 @@ from nbcontainer.oci import (
     canonical_json,
 )
 from nbcontainer.store import Image, ImageStore
-from nbcontainer.store.archive import FORMATS, format_loaded, load, save
+from nbcontainer.transfer.archive.sources import FORMATS, format_loaded, load, save
 
 # -- helpers -----------------------------------------------------------------------------------
 

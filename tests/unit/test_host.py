@@ -1,6 +1,6 @@
 import os
 
-from nbcontainer.host import probe
+from nbcontainer.runtime.host import probe
 
 
 def test_host_probe_says_what_works_in_one_line():

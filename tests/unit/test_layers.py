@@ -1,4 +1,4 @@
-"""nbcontainer.layers: the layer filter, apply_layer, write_layer and iter_layer.
+"""nbcontainer.layers.apply: the layer filter, apply_layer, write_layer and iter_layer.
 
 Hostile archives are built here with tarfile. Whatever a buggy extractor could write lands in a
 sibling ``outside`` directory of the test's tmp dir, never in the host's real paths.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from nbcontainer import layers
+from nbcontainer.layers import apply as layers
 from nbcontainer.errors import InvalidArgumentError, UnsafeArchiveError, UnsupportedHostError
-from nbcontainer.layers import (
+from nbcontainer.layers.apply import (
     LayerStats,
     apply_layer,
     iter_layer,
@@ -412,7 +412,7 @@ def test_compressed_layers_have_the_diff_id_of_the_raw_tar(tmp_path: Path, compr
 def test_zstd_falls_back_to_the_zstd_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tar = make_tar(entry("f", data=os.urandom(3 * 1024 * 1024)))
     blob = subprocess.run(["zstd", "-c"], input=tar, capture_output=True, check=True).stdout
-    from nbcontainer import _tario
+    from nbcontainer.layers import tario as _tario
 
     monkeypatch.setattr(_tario, "zstandard", None)
     stats = apply_layer(io.BytesIO(blob), str(tmp_path / "out"))

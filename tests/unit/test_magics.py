@@ -29,7 +29,7 @@ def shell(tmp_path_factory):
 @pytest.fixture
 def ip(shell, tmp_path, monkeypatch):
     monkeypatch.setenv("NBCONTAINER_ROOT", str(tmp_path / "store"))
-    from nbcontainer.magics import ContainerMagics
+    from nbcontainer.notebook.magics import ContainerMagics
 
     # a fresh engine for this test's store root (the extension keeps one per shell)
     m = ContainerMagics(shell)

@@ -4,10 +4,12 @@ import tarfile
 
 import pytest
 
-from nbcontainer import Engine, frames
+from nbcontainer.analysis import frames
+
+from nbcontainer import Engine
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
-from nbcontainer.plots import LayerSizeChart
-from nbcontainer.widgets import LayerExplorer, UnionMountView
+from nbcontainer.notebook.widgets import LayerSizeChart
+from nbcontainer.notebook.widgets import LayerExplorer, UnionMountView
 
 
 def tar_bytes(entries):

@@ -21,9 +21,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .. import _state
-from . import ipam, nft
-from .ports import Proxy, parse
+from nbcontainer.runtime import state as _state
+from nbcontainer.runtime.net import ipam, nft
+from nbcontainer.runtime.net.ports import Proxy, parse
 
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 _FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -49,7 +49,7 @@ def veth_name(cid: str) -> str:
 
 
 def join(cfg: dict, pid: int) -> Attachment:
-    from . import links
+    from nbcontainer.runtime.net import links
 
     root = root_of(cfg)
     cid = cfg["id"]
@@ -118,7 +118,7 @@ def leave(root: str, cid: str) -> bool:
         return False
     from pyroute2 import IPRoute
 
-    from . import links
+    from nbcontainer.runtime.net import links
 
     with ipam.locked(root):
         table = ipam.leases(root)
@@ -141,7 +141,7 @@ def down_idle(root: str, only: str | None = None) -> list[str]:
     """
     from pyroute2 import IPRoute
 
-    from . import links
+    from nbcontainer.runtime.net import links
 
     known = {n["Bridge"]: n["Subnet"] for n in ipam.networks(root)}
     gone = []
@@ -155,7 +155,7 @@ def down_idle(root: str, only: str | None = None) -> list[str]:
 
 
 def _bridge_down(root: str, ipr: object, bridge: str, subnet: str) -> None:
-    from . import links
+    from nbcontainer.runtime.net import links
 
     index = ipr.link_lookup(ifname=bridge)  # type: ignore[attr-defined]
     if index and links.link_alias(ipr, index[0]) == links.alias(root):  # type: ignore[arg-type]
@@ -197,7 +197,7 @@ def _restore_forward(root: str) -> None:
 
 def _abandoned(alias: str, bridge: str) -> bool:
     """A bridge left by another store root that no longer has a lease on it may be taken over."""
-    from .links import ALIAS
+    from nbcontainer.runtime.net.links import ALIAS
 
     if not alias.startswith(ALIAS):
         return False
@@ -241,7 +241,7 @@ def sweep(root: str, *, links_too: bool = False) -> list[str]:
     if links_too:
         from pyroute2 import IPRoute
 
-        from . import links
+        from nbcontainer.runtime.net import links
 
         known = {n["Bridge"]: n["Subnet"] for n in ipam.networks(root)}
         with ipam.locked(root), IPRoute() as ipr:

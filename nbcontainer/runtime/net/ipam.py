@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Iterator
 
-from ...errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from nbcontainer.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_BRIDGE = "nbc0"

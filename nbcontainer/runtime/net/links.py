@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .. import _libc as libc
+from nbcontainer.runtime import _libc as libc
 
 ALIAS = "nbcontainer:"
 

@@ -14,7 +14,7 @@ import ipaddress
 import selectors
 import socket
 
-from ...errors import InvalidArgumentError
+from nbcontainer.errors import InvalidArgumentError
 
 
 def parse(spec: str) -> dict:
