@@ -7,7 +7,7 @@ APT_PACKAGES := busybox-static mmdebstrap podman skopeo umoci runc crun uidmap d
 	apache2-utils chromium zstd xz-utils iproute2 nftables hyperfine libseccomp2 gcc libc6-dev
 DEMO_ROOT ?= $(CURDIR)/.demo-store
 
-.PHONY: demo test system venv clean lint bench
+.PHONY: demo test system venv clean lint bench screenshots
 
 system: .stamp-system
 .stamp-system:
@@ -26,11 +26,22 @@ $(VENV)/.stamp: pyproject.toml
 demo: system venv
 	NBCONTAINER_ROOT=$(DEMO_ROOT) $(VPY) -m nbcontainer.notebook.demo
 
+# pytest exits 5 when it collected no test: a failure of the suite, not a pass (make fails on it too).
 test: system venv
-	$(VPY) -m pytest -q tests
+	@$(VPY) -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected"; fi; \
+	exit $$rc
 
+# The browser test keeps its screenshots in a tmp dir; this refreshes the README's pictures in docs/.
+screenshots: system venv
+	NBC_SCREENSHOTS=docs $(VPY) -m pytest -q tests/browser
+
+# Both checkers run, so one run shows every finding; the versions are pinned in pyproject.toml.
 lint: venv
-	$(VENV)/bin/ruff check nbcontainer tests benchmarks
+	@rc=0; \
+	$(VENV)/bin/ruff check nbcontainer tests benchmarks tools || rc=1; \
+	$(VENV)/bin/mypy nbcontainer || rc=1; \
+	exit $$rc
 
 bench: system venv
 	for b in benchmarks/bench_*.py; do $(VPY) $$b; done

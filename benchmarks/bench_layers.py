@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nbcontainer.layers.apply import apply_layer, write_layer
+from nbcontainer.layers import apply_layer, write_layer
 
 
 def make_tree(root: Path, total_bytes: int, files: int, seed: int = 1) -> None:

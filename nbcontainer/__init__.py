@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from nbcontainer.engine import Engine, default_root
 from nbcontainer.errors import (
     AlreadyExistsError,
     DigestMismatchError,
@@ -20,7 +20,10 @@ from nbcontainer.errors import (
     UnsafeArchiveError,
     UnsupportedHostError,
 )
-from nbcontainer.oci import Reference
+
+if TYPE_CHECKING:
+    from nbcontainer.engine import Engine, default_root
+    from nbcontainer.oci import Reference
 
 __version__ = "0.1.0"
 
@@ -41,6 +44,22 @@ __all__ = [
     "default_root",
     "load_ipython_extension",
 ]
+
+
+# The engine loads on first use: ``nbcontainer --help`` and ``import nbcontainer.errors`` need none of it.
+_LAZY = {"Engine": "nbcontainer.engine", "default_root": "nbcontainer.engine", "Reference": "nbcontainer.oci"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbcontainer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -31,17 +32,13 @@ def cleanup_engine(engine, base: Path) -> None:
         for s in engine.runtime.list():
             pids.append(s.pid)
             cgroup_paths += list(cgroups.paths(s.id).values())
-            try:
+            with contextlib.suppress(Exception):  # keep cleaning the others
                 engine.rm(s.id, force=True)
-            except Exception:  # noqa: BLE001 - keep cleaning the others
-                pass
     pid_file = engine.root / "run" / "runner.pid"
     if pid_file.exists():
         runner = int(pid_file.read_text())
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(runner, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         pids.append(runner)
     deadline = time.monotonic() + 5
     while any(alive(p) for p in pids if p) and time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """The union of layer directories, computed without mounting: which layer provides each path,
-which copies it shadows, which whiteouts and opaque dirs hide what. Used by ``files()``, the
-UnionMountView widget, ``export`` and ``commit --squash``.
+which copies it shadows, which whiteouts and opaque dirs hide what. Used by ``files()`` and the
+UnionMountView widget (``export`` and ``commit --squash`` write the merged view with
+:func:`nbcontainer.layers.write_flat_tar`).
 
 Layers are given bottom first, as overlay ``diff`` dirs (whiteouts are char devices 0/0, opaque
 dirs carry the ``trusted.overlay.opaque`` or ``user.overlay.opaque`` xattr).
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+
+from nbcontainer.layers.overlayfs import is_opaque, is_whiteout
 
 
 @dataclass
@@ -38,31 +39,14 @@ class Entry:
         return self.shadowed_by < 0 and self.type != "whiteout"
 
 
+_TYPES = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISLNK, "symlink"), (stat.S_ISCHR, "char"),
+          (stat.S_ISBLK, "block"), (stat.S_ISFIFO, "fifo"))
+
+
 def _type(st: os.stat_result) -> str:
-    m = st.st_mode
-    if stat.S_ISREG(m):
-        return "file"
-    if stat.S_ISDIR(m):
-        return "dir"
-    if stat.S_ISLNK(m):
-        return "symlink"
-    if stat.S_ISCHR(m):
-        return "whiteout" if st.st_rdev == 0 else "char"
-    if stat.S_ISBLK(m):
-        return "block"
-    if stat.S_ISFIFO(m):
-        return "fifo"
-    return "socket"
-
-
-def is_opaque(path: str) -> bool:
-    for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
-        try:
-            if os.getxattr(path, attr, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
+    if is_whiteout(st):
+        return "whiteout"
+    return next((name for test, name in _TYPES if test(st.st_mode)), "socket")
 
 
 def scan_layer(root: str, index: int) -> list[Entry]:
@@ -153,45 +137,3 @@ def merged(dirs: list[str]) -> dict[str, Entry]:
     """The merged view: path → the entry that provides it (for a dir, its topmost copy)."""
     return {e.path: e for entries in union(dirs) for e in entries if e.visible}
 
-
-def write_flat_tar(dirs_top_first: list[str], out: BinaryIO) -> int:
-    """The merged view of ``dirs`` (top first) as one tar without whiteouts; returns entries."""
-    dirs = list(reversed(dirs_top_first))
-    view = merged(dirs)
-    n = 0
-    links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for path in sorted(view):
-            e = view[path]
-            src = os.path.join(dirs[e.layer], path.lstrip("/"))
-            ti = tarfile.TarInfo(path.lstrip("/"))
-            ti.mode, ti.uid, ti.gid, ti.mtime = e.mode, e.uid, e.gid, int(e.mtime)
-            ti.uname = ti.gname = ""
-            key = (e.layer, e.inode)
-            if e.type == "dir":
-                ti.type = tarfile.DIRTYPE
-                tf.addfile(ti)
-            elif e.type == "symlink":
-                ti.type, ti.linkname = tarfile.SYMTYPE, e.linkname
-                tf.addfile(ti)
-            elif e.type == "file" and e.nlink > 1 and key in links:
-                ti.type, ti.linkname = tarfile.LNKTYPE, links[key]
-                tf.addfile(ti)
-            elif e.type == "file":
-                ti.size = e.size
-                with open(src, "rb") as f:
-                    tf.addfile(ti, f)
-                if e.nlink > 1:
-                    links[key] = ti.name
-            elif e.type in ("char", "block"):
-                st = os.lstat(src)
-                ti.type = tarfile.CHRTYPE if e.type == "char" else tarfile.BLKTYPE
-                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                tf.addfile(ti)
-            elif e.type == "fifo":
-                ti.type = tarfile.FIFOTYPE
-                tf.addfile(ti)
-            else:
-                continue
-            n += 1
-    return n

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from nbcontainer.errors import NbContainerError
+
+if TYPE_CHECKING:
+    from nbcontainer.verbs import Result
 
 __all__ = ["main"]
 
@@ -17,7 +21,7 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     from nbcontainer import verbs
 
-    parser = verbs.parser()
+    parser = verbs.parser_for(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
         from nbcontainer.engine import Engine
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     return result.exit_code
 
 
-def render(result: verbs.Result) -> str:
+def render(result: Result) -> str:
     """The text of a result as Docker prints it (``run``'s stderr goes straight to stderr)."""
     from nbcontainer.cli.text import table
 

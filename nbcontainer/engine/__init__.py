@@ -11,12 +11,11 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbcontainer.layers import apply as _layers
 from nbcontainer.engine.containers import ContainerVerbs
 from nbcontainer.engine.networks import NetworkVerbs
 from nbcontainer.engine.registry import RegistryVerbs
@@ -35,7 +34,8 @@ from nbcontainer.oci import (
     Reference,
     chain_ids,
 )
-from nbcontainer.snapshot import Snapshotter
+from nbcontainer.snapshot import ContainerLayer, Snapshotter
+from nbcontainer.engine.results import HistoryRow, ImageRow, LayerRow, RemoveResult, parse_time, utcnow
 from nbcontainer.store import Image, ImageStore
 
 __all__ = ["Engine", "HistoryRow", "ImageRow", "LayerRow", "RemoveResult", "default_root"]
@@ -51,72 +51,6 @@ def default_root() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/nbcontainer")
     return Path.home() / ".local" / "share" / "nbcontainer"
-
-
-def utcnow() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> _dt.datetime | None:
-    if not text:
-        return None
-    t = text.strip().replace("Z", "+00:00")
-    # Go writes nanoseconds; Python takes at most microseconds.
-    if "." in t:
-        head, frac = t.split(".", 1)
-        digits = "".join(c for c in frac if c.isdigit())
-        tz = frac[len(digits):]
-        t = f"{head}.{digits[:6]}{tz}"
-    try:
-        dt = _dt.datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=_dt.UTC)
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    repository: str
-    tag: str
-    id: str
-    created: _dt.datetime | None
-    size: int
-    image: Image = field(repr=False)
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    """One row of ``history``, newest first, as Docker prints it."""
-
-    id: str  # the local image id, or "<missing>"
-    created: _dt.datetime | None
-    created_by: str
-    size: int
-    comment: str
-    empty_layer: bool
-    diff_id: str = ""
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    index: int
-    digest: str
-    diff_id: str
-    chain_id: str
-    size: int
-    files: int
-    created_by: str
-    path: str
-    media_type: str = MT_OCI_LAYER
-
-
-@dataclass(frozen=True)
-class RemoveResult:
-    untagged: list[str]
-    deleted: list[str]
-
-    def lines(self) -> list[str]:
-        return [f"Untagged: {n}" for n in self.untagged] + [f"Deleted: {d}" for d in self.deleted]
 
 
 class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
@@ -217,6 +151,11 @@ class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
         self.unpack(img)
         return [str(self.snapshots.layer(c).path) for c in img.config.chain_ids]
 
+    def container_layer(self, ref: str) -> ContainerLayer:
+        """The overlay dirs of a container: ``lower_dirs`` (top first), ``upper``, ``work``, ``merged``."""
+        c = self.container(ref)
+        return self.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
+
     def files(self, ref: str) -> list:
         """Every entry of every layer with kind (added/modified/whiteout) and who shadows it.
 
@@ -229,21 +168,11 @@ class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
 
     def unpack(self, img: Image, progress: Callable[[int], None] | None = None) -> list[str]:
         """Unpack every layer of ``img`` not yet on disk (each layer once, shared by images)."""
-        done = []
-        parent = ""
-        for desc, diff_id, chain in zip(img.manifest.layers, img.config.diff_ids, img.config.chain_ids):
-            if not self.snapshots.has_layer(chain):
-                blob = self.store.content.path(desc.digest)
-                if not blob.exists():
-                    raise NotFoundError(f"layer blob {desc.digest} of image {img.id.short} not found")
+        return self.snapshots.unpack_image(self._layer_blobs(img.config, img.manifest.layers), progress=progress)
 
-                def apply(d: Path, blob: Path = blob) -> object:
-                    return _layers.apply_layer(str(blob), str(d), progress=progress)
-
-                self.snapshots.unpack(chain, parent, diff_id, apply)
-                done.append(chain)
-            parent = chain
-        return done
+    def _layer_blobs(self, config: ImageConfig, layers: Sequence[Descriptor]) -> list[tuple[Path, str, str]]:
+        return [(self.store.content.path(d.digest), diff_id, chain)
+                for d, diff_id, chain in zip(layers, config.diff_ids, config.chain_ids)]
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
         """Docker-shaped ``image inspect`` object (the CLI prints a JSON array of these)."""
@@ -399,6 +328,8 @@ class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
     def import_(self, tarball: str | os.PathLike, ref: str | None = None, *, message: str = "",
                 changes: list[str] | None = None) -> Image:
         """``docker import``: a rootfs tarball (plain, gzip, zstd or xz) becomes a one-layer image."""
+        from nbcontainer import layers as _layers  # with zstandard: on first use, not with the engine
+
         path = os.fspath(tarball)
         if not os.path.isfile(path):
             raise NotFoundError(f"tarball {path!r} not found")
@@ -419,26 +350,13 @@ class Engine(RegistryVerbs, ContainerVerbs, NetworkVerbs, StoreVerbs):
     def _add_and_unpack(self, config: ImageConfig, layers: list[Descriptor], name: str | None,
                         progress: Callable[[int], None] | None) -> Image:
         """Unpack first, name last: a hostile or broken layer leaves no image and no stray blob."""
-        chains = config.chain_ids
-        parent = ""
-        created: list[str] = []
         try:
-            for desc, diff_id, chain in zip(layers, config.diff_ids, chains):
-                if not self.snapshots.has_layer(chain):
-                    blob = self.store.content.path(desc.digest)
-
-                    def apply(d: Path, blob: Path = blob) -> object:
-                        return _layers.apply_layer(str(blob), str(d), progress=progress)
-
-                    self.snapshots.unpack(chain, parent, diff_id, apply)
-                    created.append(chain)
-                parent = chain
+            self.snapshots.unpack_image(self._layer_blobs(config, layers), progress=progress, undo_on_error=True)
         except BaseException:
-            for chain in reversed(created):
-                self.snapshots.remove_layer(chain)
             self.store.gc()
             raise
         return self.store.add_image(config, layers, name)
+
 
 def _prefix_image(images: list[Image], hist: list[History], diff_ids: tuple[Digest, ...]) -> str:
     """The id of a local image whose history and layers are exactly this prefix, if any."""

@@ -133,7 +133,7 @@ class StoreVerbs:
 
     def image_prune(self) -> Any:
         """Remove unnamed images no container uses; a :class:`~nbcontainer.engine.RemoveResult`."""
-        from nbcontainer.engine import RemoveResult
+        from nbcontainer.engine.results import RemoveResult
 
         deleted = []
         for img in self.store.images():

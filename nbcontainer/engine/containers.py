@@ -8,26 +8,25 @@ and snapshot key in the runtime spec's annotations, so every part can find the o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import random
 import secrets
 import shlex
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbcontainer.layers import apply as _layers
 from nbcontainer.errors import (
     InvalidArgumentError,
     NotFoundError,
     StateTransitionError,
 )
+from nbcontainer.layers.diff import DiffRow, upper_changes
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
-from nbcontainer.analysis.union import is_opaque
 
 _ADJ = ("admiring", "brave", "clever", "dreamy", "eager", "focused", "gallant", "happy", "jolly",
         "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant", "wizardly")
@@ -35,17 +34,6 @@ _NAMES = ("babbage", "curie", "darwin", "euclid", "fermi", "galileo", "hopper", 
           "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak")
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class DiffRow:
-    """One line of ``docker diff``: kind is A (added), C (changed) or D (deleted)."""
-
-    kind: str
-    path: str
-    size: int = 0
-    whiteout: bool = False
-    opaque: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +66,10 @@ def parse_size(text: str | int | None) -> int:
         raise InvalidArgumentError(f"invalid size {text!r} (use e.g. 64m or 1g)") from None
 
 
-def parse_volume(spec: str) -> dict[str, Any]:
+def parse_volume(spec: str) -> Any:
+    """``-v SRC:DST[:ro|rw]`` -> a :class:`~nbcontainer.runtime.Volume` (SRC must exist)."""
+    from nbcontainer.runtime import Volume
+
     parts = spec.split(":")
     if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
         raise InvalidArgumentError(f"invalid volume specification {spec!r} (use SRC:DST[:ro])")
@@ -90,7 +81,7 @@ def parse_volume(spec: str) -> dict[str, Any]:
         raise InvalidArgumentError(f"invalid volume {spec!r}: source path {src!r} does not exist")
     if not parts[1].startswith("/"):
         raise InvalidArgumentError(f"invalid volume {spec!r}: destination must be an absolute path")
-    return {"source": src, "destination": parts[1], "readonly": mode == "ro"}
+    return Volume(src, parts[1], readonly=mode == "ro")
 
 
 def parse_security_opts(opts: list[str]) -> tuple[str, bool]:
@@ -107,7 +98,8 @@ def parse_security_opts(opts: list[str]) -> tuple[str, bool]:
         key, _, value = opt.replace(":", "=", 1).partition("=")
         if key == "no-new-privileges":
             if value not in ("", "true", "false"):
-                raise InvalidArgumentError(f"invalid --security-opt {opt!r}: want no-new-privileges[=true|false]")
+                raise InvalidArgumentError(
+                    f"invalid --security-opt {opt!r}: want no-new-privileges[=true|false]")
             nnp = value != "false"
         elif key == "seccomp" and value:
             if value == "unconfined":
@@ -118,23 +110,25 @@ def parse_security_opts(opts: list[str]) -> tuple[str, bool]:
                         text = f.read()
                 except OSError as err:
                     raise InvalidArgumentError(f"seccomp profile {value!r}: {err.strerror}") from None
-                profile = json.dumps(seccomp.parse_profile(text, f"seccomp profile {value!r}"), sort_keys=True)
+                parsed = seccomp.parse_profile(text, f"seccomp profile {value!r}")
+                profile = json.dumps(parsed, sort_keys=True)
         else:
-            raise InvalidArgumentError(f"invalid --security-opt {opt!r}: supported are seccomp=unconfined|PROFILE.json "
-                                       "and no-new-privileges")
+            raise InvalidArgumentError(f"invalid --security-opt {opt!r}: supported are "
+                                       "seccomp=unconfined|PROFILE.json and no-new-privileges")
     return profile, nnp
 
 
-def parse_devices(specs: list[str]) -> list[dict[str, Any]]:
-    """``--device HOST[:CONTAINER][:PERMS]`` -> the node to make and the rule that allows it."""
-    from nbcontainer.runtime import devices
+def parse_devices(specs: list[str]) -> list[Any]:
+    """``--device HOST[:CONTAINER][:PERMS]`` -> :class:`~nbcontainer.runtime.Device` nodes to make
+    (the device cgroup allows exactly those)."""
+    from nbcontainer.runtime import Device, devices
 
     out = []
     for spec in specs:
         host, path, rule, mode = devices.parse_device(spec)
         st = os.stat(host)
-        out.append({"host": host, "path": path, "type": rule.type, "major": rule.major, "minor": rule.minor,
-                    "mode": mode, "uid": st.st_uid, "gid": st.st_gid, "access": rule.access})
+        out.append(Device(host, path, rule.type, rule.major, rule.minor, mode, st.st_uid, st.st_gid,
+                          rule.access))
     return out
 
 
@@ -216,14 +210,12 @@ class ContainerVerbs:
         """``docker run``. Detached: the container's state. Else a result with exit_code, stdout, stderr."""
         spec = self._spec(image, command, **opts)
         if remove and detach:
-            spec.annotations["auto_remove"] = "1"  # removed once seen exited (ps, wait, stop, prune)
+            spec.auto_remove = True  # removed once seen exited (ps, wait, stop, prune)
         try:
             result = self.runtime.run(spec, detach=detach)
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):  # the first error is the one to report
                 self.runtime.delete(spec.id, force=True)
-            except Exception:
-                pass
             self.snapshots.remove(spec.id)
             raise
         if remove and not detach:
@@ -231,7 +223,8 @@ class ContainerVerbs:
         return result
 
     def _spec(self, image: str, command: list[str] | str | None = None, *, name: str | None = None,
-              env: list[str] | None = None, env_file: list[str] | None = None, volumes: list[str] | None = None,
+              env: list[str] | None = None, env_file: list[str] | None = None,
+              volumes: list[str] | None = None,
               workdir: str | None = None, user: str | None = None, hostname: str | None = None,
               entrypoint: str | list[str] | None = None, memory: str | int | None = None,
               pids_limit: int = 0, cpus: float = 0.0, read_only: bool = False,
@@ -243,7 +236,7 @@ class ContainerVerbs:
 
         seccomp_profile, no_new_privileges = parse_security_opts(list(security_opt or []))
         device_nodes = parse_devices(list(devices or []))
-        img = self.store.resolve(image)  # type: ignore[attr-defined]
+        img = self.store.resolve(image)
         self.unpack(img)  # type: ignore[attr-defined]
         cfg = img.config.config
         if isinstance(command, str):
@@ -271,21 +264,18 @@ class ContainerVerbs:
             "created_by": shlex.join(args), "command": shlex.join(args),
         }
         network = self._network_mode(network, publish)  # type: ignore[attr-defined]
-        if publish:
-            annotations["publish"] = json.dumps(publish)
-        if attach and tty:
-            annotations["attach"] = "1"  # ``run -it``: the shim serves the pty on attach.sock
-            if tty_size:
-                annotations["tty_size"] = f"{tty_size[0]} {tty_size[1]}"
+        attach = attach and tty  # ``run -it``: the shim serves the pty on attach.sock
         return ContainerSpec(
             id=cid, name=name, rootfs=rootfs, merged=str(self.snapshots.overlay_dir / cid / "merged"),
             args=args, env=merge_env(list(cfg.get("Env") or []), extra_env),
-            cwd=workdir or cfg.get("WorkingDir") or "/", user=user if user is not None else cfg.get("User", ""),
+            cwd=workdir or cfg.get("WorkingDir") or "/",
+            user=user if user is not None else cfg.get("User", ""),
             hostname=hostname or cid[:12], mounts=mounts, readonly_rootfs=read_only,
             cap_add=list(cap_add or []), cap_drop=list(cap_drop or []), memory=parse_size(memory),
             pids_limit=int(pids_limit or 0), cpus=float(cpus or 0.0), network=network, stdin=stdin, tty=tty,
             devices=device_nodes, seccomp=seccomp_profile, no_new_privileges=no_new_privileges,
-            annotations=annotations,
+            annotations=annotations, publish=list(publish or []), attach=attach,
+            tty_size=(int(tty_size[0]), int(tty_size[1])) if attach and tty_size else None,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -337,11 +327,9 @@ class ContainerVerbs:
         """Remove exited ``run -d --rm`` containers; return the others."""
         alive = []
         for s in states:
-            if s.status == "exited" and s.spec.annotations.get("auto_remove") == "1":
-                try:
+            if s.status == "exited" and s.spec.auto_remove:
+                with contextlib.suppress(NotFoundError):  # another caller reaped it first
                     self.rm(s.id, force=True)
-                except NotFoundError:
-                    pass  # another caller reaped it first
             else:
                 alive.append(s)
         return alive
@@ -368,7 +356,7 @@ class ContainerVerbs:
         return self.runtime.exec(c.id, list(command), **opts)
 
     def ps(self, *, all: bool = False) -> list[ContainerRow]:
-        from nbcontainer.engine import parse_time
+        from nbcontainer.engine.results import parse_time
 
         rows = []
         for s in self._reap(self.runtime.list()):
@@ -405,19 +393,20 @@ class ContainerVerbs:
             "Args": spec.args[1:],
             "State": {
                 "Status": c.status, "Running": c.status == "running", "Paused": c.status == "paused",
-                "OOMKilled": bool(c.oom_killed), "Dead": False, "Pid": c.pid if c.status in ("running", "paused") else 0,
-                "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or "", "FinishedAt": c.finished_at or "",
+                "OOMKilled": bool(c.oom_killed), "Dead": False,
+                "Pid": c.pid if c.status in ("running", "paused") else 0, "ExitCode": c.exit_code or 0,
+                "StartedAt": c.started_at or "", "FinishedAt": c.finished_at or "",
             },
             "Image": spec.annotations.get("image_id", ""),
             "Name": "/" + c.name,
             "Driver": "overlay2",
             "HostConfig": {
-                "Binds": [f"{m['source']}:{m['destination']}{':ro' if m.get('readonly') else ''}" for m in spec.mounts],
+                "Binds": [f"{m.source}:{m.destination}{':ro' if m.readonly else ''}" for m in spec.mounts],
                 "NetworkMode": spec.network, "Memory": spec.memory, "PidsLimit": spec.pids_limit,
                 "NanoCpus": int(spec.cpus * 1e9), "ReadonlyRootfs": spec.readonly_rootfs,
                 "CapAdd": spec.cap_add or None, "CapDrop": spec.cap_drop or None,
-                "AutoRemove": spec.annotations.get("auto_remove") == "1",
-                "Devices": [{"PathOnHost": d["host"], "PathInContainer": d["path"], "CgroupPermissions": d["access"]}
+                "AutoRemove": spec.auto_remove,
+                "Devices": [{"PathOnHost": d.host, "PathInContainer": d.path, "CgroupPermissions": d.access}
                             for d in spec.devices] or None,
                 "SecurityOpt": ([f"seccomp={'unconfined' if spec.seccomp == 'unconfined' else 'custom'}"]
                                 if spec.seccomp != "default" else [])
@@ -427,8 +416,8 @@ class ContainerVerbs:
                 "LowerDir": ":".join(os.path.realpath(x) for x in lower),
                 "UpperDir": str(layer.upper), "WorkDir": str(layer.work), "MergedDir": str(layer.merged),
             }},
-            "Mounts": [{"Type": "bind", "Source": m["source"], "Destination": m["destination"],
-                        "RW": not m.get("readonly"), "Propagation": "rprivate"} for m in spec.mounts],
+            "Mounts": [{"Type": "bind", "Source": m.source, "Destination": m.destination,
+                        "RW": not m.readonly, "Propagation": "rprivate"} for m in spec.mounts],
             "Config": {
                 "Hostname": spec.hostname, "User": spec.user, "Env": spec.env, "Cmd": spec.args,
                 "Image": spec.annotations.get("image", ""), "WorkingDir": spec.cwd, "Tty": spec.tty,
@@ -452,8 +441,9 @@ class ContainerVerbs:
                changes: list[str] | None = None, pause: bool = True, squash: bool = False,
                progress: Callable[[int], None] | None = None) -> Any:
         """``docker commit``: the upper dir becomes one OCI layer over the container's image."""
+        from nbcontainer import layers as _layers
         from nbcontainer.engine.changes import apply_changes
-        from nbcontainer.engine import utcnow
+        from nbcontainer.engine.results import utcnow
 
         c = self.container(ref)
         key = c.spec.annotations.get("snapshot_key", c.id)
@@ -466,13 +456,13 @@ class ContainerVerbs:
         try:
             with self.store.content.writer() as w:
                 if squash:
-                    from nbcontainer.analysis.union import write_flat_tar
+                    from nbcontainer.layers import write_flat_tar
 
                     lowers = self.snapshots.container_layer(key).lower
                     dirs = [str(upper)] + [os.path.realpath(self.snapshots.overlay_dir / x) for x in lowers]
-                    write_flat_tar(dirs, w)  # type: ignore[arg-type]
+                    write_flat_tar(dirs, w)
                 else:
-                    _layers.write_layer(str(upper), w)  # type: ignore[arg-type]
+                    _layers.write_layer(str(upper), w)
                 diff_id = w.commit(what=f"layer of container {c.name}")
                 size = w.size
         finally:
@@ -489,11 +479,12 @@ class ContainerVerbs:
         layer = Descriptor(MT_OCI_LAYER, diff_id, size)
         if squash:
             # As ``docker build --squash``: one layer; the old rows stay, marked empty.
-            old = tuple(History(h.created, h.created_by, h.author, h.comment, True) for h in base.config.history)
-            diff_ids, history, layers = (diff_id,), old + (row,), [layer]
+            old = tuple(History(h.created, h.created_by, h.author, h.comment, True)
+                        for h in base.config.history)
+            diff_ids, history, layers = (diff_id,), (*old, row), [layer]
         else:
-            diff_ids = base.config.diff_ids + (diff_id,)
-            history, layers = base.config.history + (row,), list(base.manifest.layers) + [layer]
+            diff_ids = (*base.config.diff_ids, diff_id)
+            history, layers = (*base.config.history, row), [*base.manifest.layers, layer]
         cfg = ImageConfig(
             architecture=base.config.architecture, os=base.config.os, created=now,
             author=author, config=runtime_cfg, diff_ids=diff_ids,
@@ -511,7 +502,7 @@ class ContainerVerbs:
 
     def export(self, ref: str, out: str | os.PathLike) -> str:
         """``docker export``: the container's flattened rootfs as a tar (no whiteouts)."""
-        from nbcontainer.analysis.union import write_flat_tar
+        from nbcontainer.layers import write_flat_tar
 
         c = self.container(ref)
         layer = self.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
@@ -523,12 +514,13 @@ class ContainerVerbs:
 
 def _ports_text(ports: dict) -> str:
     """Docker's PORTS column: ``127.0.0.1:8080->80/tcp``."""
-    return ", ".join(f"{b['HostIp']}:{b['HostPort']}->{key}" for key, binds in ports.items() for b in binds or [])
+    return ", ".join(f"{b['HostIp']}:{b['HostPort']}->{key}"
+                     for key, binds in ports.items() for b in binds or [])
 
 
 def _status_text(s: Any) -> str:
     from nbcontainer.analysis.units import since
-    from nbcontainer.engine import parse_time
+    from nbcontainer.engine.results import parse_time
 
     if s.status == "running":
         return "Up " + since(parse_time(s.started_at)).removesuffix(" ago")
@@ -538,49 +530,3 @@ def _status_text(s: Any) -> str:
         return "Created"
     return f"Exited ({s.exit_code}) {since(parse_time(s.finished_at))}"
 
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
-    """Docker's overlay diff, from the upper dir only (lowers are looked up, never walked)."""
-    rows: dict[str, DiffRow] = {}
-
-    def in_lower(rel: str) -> bool:
-        return any(os.path.lexists(os.path.join(lo, rel)) for lo in lowers)
-
-    def mark_parents(rel: str) -> None:
-        parent = os.path.dirname(rel)
-        while parent:
-            p = "/" + parent
-            if p not in rows:
-                rows[p] = DiffRow("C" if in_lower(parent) else "A", p)
-            parent = os.path.dirname(parent)
-
-    for dirpath, dirs, files in os.walk(upper):
-        rel_dir = os.path.relpath(dirpath, upper)
-        rel_dir = "" if rel_dir == "." else rel_dir
-        for name in sorted(dirs + files):
-            full = os.path.join(dirpath, name)
-            rel = os.path.join(rel_dir, name)
-            st = os.lstat(full)
-            if _is_whiteout(st):
-                rows["/" + rel] = DiffRow("D", "/" + rel, 0, whiteout=True)
-            elif stat.S_ISDIR(st.st_mode):
-                opaque = is_opaque(full)
-                existed = in_lower(rel)
-                rows["/" + rel] = DiffRow("C" if existed else "A", "/" + rel, 0, opaque=opaque)
-                if opaque and existed:
-                    for lo in lowers:
-                        ld = os.path.join(lo, rel)
-                        if os.path.isdir(ld) and not os.path.islink(ld):
-                            for child in os.listdir(ld):
-                                p = "/" + os.path.join(rel, child)
-                                if not os.path.lexists(os.path.join(full, child)) and p not in rows:
-                                    rows[p] = DiffRow("D", p)
-            else:
-                rows["/" + rel] = DiffRow("C" if in_lower(rel) else "A", "/" + rel,
-                                          st.st_size if stat.S_ISREG(st.st_mode) else 0)
-            mark_parents(rel)
-    return [rows[k] for k in sorted(rows)]

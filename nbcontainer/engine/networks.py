@@ -67,52 +67,53 @@ class NetworkVerbs:
     def _network_mode(self, network: str | None, publish: list[str] | None) -> str:
         """What ``run --network`` resolves to: the default, a checked name, or ``container:<id>``."""
         from nbcontainer.runtime import network as _net
-        from nbcontainer.runtime.net import ipam, ports
 
         if network is None:
-            network = ipam.DEFAULT_NETWORK if _net.available() else "none"
+            network = _net.DEFAULT_NETWORK if _net.available() else "none"
         if network.startswith("container:"):
             target = self.container(network.split(":", 1)[1])  # type: ignore[attr-defined]
             if target.status not in ("running", "paused"):
-                raise StateTransitionError(f"cannot join the network of container {target.name}: it is not running")
+                raise StateTransitionError(
+                    f"cannot join the network of container {target.name}: it is not running")
             network = f"container:{target.id}"
         elif _net.is_bridge(network):
             if not _net.available():
                 raise InvalidArgumentError(f"network {network!r} needs root and pyroute2; use --network none")
-            ipam.get(str(self.root), network)
+            _net.get(str(self.root), network)
         for p in publish or []:
-            ports.parse(p)
+            _net.parse_publish(p)
         if publish and not _net.is_bridge(network):
             raise InvalidArgumentError(f"-p needs a bridge network, not --network {network}")
         return network
 
     # -- networks ------------------------------------------------------------------------
 
-    def network_create(self, name: str, *, subnet: str | None = None, bridge: str | None = None) -> NetworkRow:
+    def network_create(self, name: str, *, subnet: str | None = None,
+                       bridge: str | None = None) -> NetworkRow:
         """``docker network create NAME [--subnet CIDR]``; ``bridge`` names the Linux bridge.
 
         Creating ``bridge`` before its first use sets the default network's bridge and subnet.
         """
-        from nbcontainer.runtime.net import ipam
+        from nbcontainer.runtime import network as _net
 
-        doc = ipam.create(str(self.root), name, subnet=subnet, bridge=bridge)
+        doc = _net.create(str(self.root), name, subnet=subnet, bridge=bridge)
         return self._row(doc, {})
 
     def network_ls(self) -> list[NetworkRow]:
-        from nbcontainer.runtime.net import ipam
+        from nbcontainer.runtime import network as _net
 
-        table = ipam.leases(str(self.root))
-        return [self._row(n, table) for n in ipam.networks(str(self.root))]
+        table = _net.leases(str(self.root))
+        return [self._row(n, table) for n in _net.networks(str(self.root))]
 
     def network_inspect(self, name: str) -> dict[str, Any]:
         """Docker's network JSON, with ``Containers`` from the live leases."""
-        from nbcontainer.runtime.net import ipam
+        from nbcontainer.runtime import network as _net
 
-        n = ipam.get(str(self.root), name)
+        n = _net.get(str(self.root), name)
         containers = {
             cid: {"Name": v["Name"], "EndpointID": v["Veth"], "MacAddress": v["MacAddress"],
                   "IPv4Address": f"{v['IPAddress']}/{v['IPPrefixLen']}", "IPv6Address": ""}
-            for cid, v in ipam.leases(str(self.root)).items() if v["Network"] == n["Name"]
+            for cid, v in _net.leases(str(self.root)).items() if v["Network"] == n["Name"]
         }
         return {
             "Name": n["Name"], "Id": n["Id"], "Created": n["Created"], "Scope": "local", "Driver": "bridge",
@@ -124,39 +125,23 @@ class NetworkVerbs:
 
     def network_rm(self, name: str) -> str:
         """Remove a network no container uses (the default ``bridge`` stays, as in Docker)."""
-        from nbcontainer.runtime.net import ipam
+        from nbcontainer.runtime import network as _net
 
-        if name == ipam.DEFAULT_NETWORK:
+        if name == _net.DEFAULT_NETWORK:
             raise InvalidArgumentError("bridge is a pre-defined network and cannot be removed")
-        ipam.get(str(self.root), name)
+        _net.get(str(self.root), name)
         users = [s.name for s in self.runtime.list() if s.spec.network == name]
         if users:
             raise StateTransitionError(f"network {name} is in use by container(s) {', '.join(users)}")
-        from nbcontainer.runtime import network as _net
-
-        bridge = ipam.get(str(self.root), name)["Bridge"]
-        if _net.available():
-            from nbcontainer.runtime.net import bridge as _bridge
-
-            _bridge.down_idle(str(self.root), only=bridge)
-        ipam.remove(str(self.root), name)
+        _net.remove(str(self.root), name)
         return name
 
     def network_prune(self) -> list[str]:
         """Remove unused networks, and release what a crash left: leases of dead containers,
         veths and bridges of this root no lease explains (and their nft rules)."""
         from nbcontainer.runtime import network as _net
-        from nbcontainer.runtime.net import bridge, ipam
 
-        if _net.available():
-            bridge.sweep(str(self.root), links_too=True)
-        used = {s.spec.network for s in self.runtime.list()}
-        gone = []
-        for n in ipam.networks(str(self.root)):
-            if n["Name"] != ipam.DEFAULT_NETWORK and n["Name"] not in used:
-                ipam.remove(str(self.root), n["Name"])
-                gone.append(n["Name"])
-        return gone
+        return _net.prune(str(self.root), {s.spec.network for s in self.runtime.list()})
 
     # -- containers' addresses -----------------------------------------------------------
 
@@ -172,19 +157,19 @@ class NetworkVerbs:
     def addresses(self) -> list[AddressRow]:
         """Every running container's address on its network."""
         from nbcontainer.engine.containers import _ports_text
-        from nbcontainer.runtime.net import ipam
+        from nbcontainer.runtime import network as _net
 
-        table = ipam.leases(str(self.root))
+        table = _net.leases(str(self.root))
         rows = []
         for cid, v in sorted(table.items(), key=lambda kv: (kv[1]["Network"], kv[1]["Name"])):
-            ports = {f"{p['ContainerPort']}/{p['Protocol']}": [{"HostIp": p["HostIp"], "HostPort": p["HostPort"]}]
-                     for p in v.get("Ports", [])}
-            rows.append(AddressRow(cid, v["Name"], v["Network"], v["IPAddress"], v["IPPrefixLen"], v["Gateway"],
-                                   v["MacAddress"], v["Veth"], _ports_text(ports)))
+            ports = {f"{p['ContainerPort']}/{p['Protocol']}":
+                     [{"HostIp": p["HostIp"], "HostPort": p["HostPort"]}] for p in v.get("Ports", [])}
+            rows.append(AddressRow(cid, v["Name"], v["Network"], v["IPAddress"], v["IPPrefixLen"],
+                                   v["Gateway"], v["MacAddress"], v["Veth"], _ports_text(ports)))
         return rows
 
     def _row(self, n: dict, table: dict) -> NetworkRow:
-        from nbcontainer.engine import parse_time
+        from nbcontainer.engine.results import parse_time
 
         count = sum(1 for v in table.values() if v["Network"] == n["Name"])
         return NetworkRow(n["Id"], n["Name"], n["Driver"], n["Bridge"], n["Subnet"], n["Gateway"], count,

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbcontainer.layers import apply as _layers
 from nbcontainer.oci import ImageConfig, Reference
 from nbcontainer.store import ImageStore
 
@@ -88,15 +87,9 @@ class RegistryVerbs:
     def _unpack_layer(self, config: ImageConfig, index: int, report: Callable[[int], None]) -> None:
         """Extract layer ``index`` (its blob is stored uncompressed under its diff_id) over its parent."""
         chains = config.chain_ids
-        if self.snapshots.has_layer(chains[index]):
-            return
         diff_id = config.diff_ids[index]
-        blob = self.store.content.path(diff_id)
-
-        def apply(d: Path) -> object:
-            return _layers.apply_layer(str(blob), str(d), progress=report)
-
-        self.snapshots.unpack(chains[index], chains[index - 1] if index else "", diff_id, apply)
+        self.snapshots.unpack_blob(chains[index], chains[index - 1] if index else "", diff_id,
+                                   self.store.content.path(diff_id), report)
 
 
 def _host(ref: str) -> str:

@@ -1,129 +1,51 @@
-"""Reading layer tars fast: decompression (gzip, zstd, xz) and a small tar header reader
-that yields ``tarfile.TarInfo`` objects at a fraction of ``tarfile``'s per-member cost."""
+"""Reading layer tars fast: a layer blob opened as its uncompressed tar, a small one-pass tar header
+reader that yields ``tarfile.TarInfo`` objects at a fraction of ``tarfile``'s per-member cost, and
+:func:`iter_layer` to look at a layer without extracting it. Decompression itself is
+:mod:`nbcontainer.compression`'s.
+"""
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import os
-import shutil
+import stat
 import struct
-import subprocess
 import tarfile
-import threading
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import BinaryIO, Protocol, Self, TypeVar, cast
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO, cast
 
-from nbcontainer.errors import InvalidArgumentError, UnsupportedHostError
+from nbcontainer.compression import CHUNK, Readable
+from nbcontainer.compression import open_decompressed as open_stream
+from nbcontainer.errors import InvalidArgumentError
+from nbcontainer.layers.overlayfs import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
 
+__all__ = ["COMPRESSIONS", "KINDS", "NODE_TYPES", "XATTR_PAX_PREFIX", "LayerStats", "TarStream",
+           "corrupt_layer", "iter_layer", "open_decompressed"]
 
-_CHUNK = 1 << 20
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz"}
-_COMPRESSIONS = ("none", "gzip", "zstd", "xz")
+COMPRESSIONS = ("none", "gzip", "zstd", "xz")
+KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
+         tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
+         tarfile.CHRTYPE: "device", tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "fifo"}
+NODE_TYPES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO}
+XATTR_PAX_PREFIX = "SCHILY.xattr."  # how GNU tar, Docker and tarfile carry xattrs in PAX records
 _NO_DATA = frozenset((tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE,
                       tarfile.DIRTYPE, tarfile.FIFOTYPE))
 
 
-class _ZstdExit(Exception):
-    """The ``zstd`` command refused its input."""
+@dataclass(frozen=True)
+class LayerStats:
+    """What one pass over a layer tar saw."""
+
+    diff_id: str        # 'sha256:<hex>' of the uncompressed tar bytes
+    size: int           # bytes of the uncompressed tar
+    entries: int        # number of tar members, whiteouts included
+    content_size: int   # sum of regular-file sizes
 
 
-try:
-    import zstandard
-except ImportError:  # the zstd command is the fallback
-    zstandard = None  # type: ignore[assignment]
-_CORRUPT = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, _ZstdExit,
-            *((zstandard.ZstdError,) if zstandard else ()))
-
-
-_T = TypeVar("_T")
-
-
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-def _corrupt(detail: object) -> InvalidArgumentError:
+def corrupt_layer(detail: object) -> InvalidArgumentError:
+    """The one-line error for a layer blob that is truncated or not a tar (or not its compression)."""
     return InvalidArgumentError(f"layer archive is truncated or corrupt: {detail}")
-
-
-
-# -- decompression ------------------------------------------------------------------------------
-
-class _Reader:
-    """``read()`` over a function: replays ``head`` first, names corrupt input, closes owners."""
-
-    def __init__(self, read: Callable[[int], bytes], closers: list[Callable[[], object]],
-                 head: bytes = b"") -> None:
-        self._read, self._closers, self._head, self.closed = read, closers, head, False
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            data = self._head if size < 0 else self._head[:size]
-            self._head = self._head[len(data):]
-            return data
-        try:
-            return self._read(size)
-        except _CORRUPT as err:
-            raise _corrupt(err) from err
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            for close in self._closers:
-                close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _ZstdProcess:
-    """``zstd -dc`` fed by a thread, for hosts without the zstandard module."""
-
-    def __init__(self, raw: _Readable) -> None:
-        if (exe := shutil.which("zstd")) is None:
-            raise UnsupportedHostError("cannot decompress a zstd layer",
-                                       fix="pip install zstandard, or install the zstd command")
-        self._proc = proc = subprocess.Popen([exe, "-dcq"], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        self._stdout, self._stderr = proc.stdout, proc.stderr
-        self._feeder = threading.Thread(target=self._feed, args=(raw, proc.stdin), daemon=True)
-        self._feeder.start()
-
-    @staticmethod
-    def _feed(raw: _Readable, stdin: BinaryIO) -> None:
-        try:
-            while chunk := raw.read(_CHUNK):
-                stdin.write(chunk)
-        except (BrokenPipeError, ValueError):
-            pass  # zstd stopped reading; read() reports its exit status
-        finally:
-            try:
-                stdin.close()
-            except OSError:
-                pass
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stdout.read(size)
-        if not data and self._proc.wait() != 0:
-            msg = self._stderr.read().decode(errors="replace").strip()
-            raise _ZstdExit(f"zstd exited with status {self._proc.returncode}: {msg}")
-        return data
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
-        self._feeder.join()
-        self._stdout.close()
-        self._stderr.close()
 
 
 def open_decompressed(source: str | os.PathLike[str] | BinaryIO,
@@ -142,42 +64,14 @@ def open_decompressed(source: str | os.PathLike[str] | BinaryIO,
     Returns
     -------
     BinaryIO
-        A stream with ``read`` and ``close``; corrupt input raises :class:`InvalidArgumentError`.
+        A stream with ``read`` and ``close`` (a :class:`~nbcontainer.compression.Decompressed`);
+        corrupt input raises :class:`InvalidArgumentError`.
     """
-    if compression is not None and compression not in _COMPRESSIONS:
+    if compression is not None and compression not in COMPRESSIONS:
         raise InvalidArgumentError(
-            f"unknown layer compression {compression!r} (expected one of {', '.join(_COMPRESSIONS)})")
-    closers: list[Callable[[], object]] = []
-    if isinstance(source, (str, os.PathLike)):
-        raw: BinaryIO = open(source, "rb", buffering=_CHUNK)  # noqa: SIM115 - the stream owns it
-        closers.append(raw.close)
-    else:
-        raw = source
-    try:
-        head = b""
-        while len(head) < 6 and (more := raw.read(6 - len(head))):  # a pipe may give less
-            head += more
-        if compression is None:
-            compression = next((name for magic, name in _MAGIC.items() if head.startswith(magic)),
-                               "none")
-        if compression == "none":
-            return cast(BinaryIO, _Reader(raw.read, closers, head))
-        src = cast(BinaryIO, _Reader(raw.read, [], head))
-        stream: _Readable
-        if compression == "gzip":
-            stream = gzip.GzipFile(fileobj=src, mode="rb")
-        elif compression == "xz":
-            stream = lzma.LZMAFile(src)  # noqa: SIM115 - the returned stream closes it
-        elif zstandard is not None:
-            stream = zstandard.ZstdDecompressor().stream_reader(
-                src, read_size=_CHUNK, read_across_frames=True, closefd=False)
-        else:
-            stream = _ZstdProcess(src)
-    except BaseException:
-        for close in closers:
-            close()
-        raise
-    return cast(BinaryIO, _Reader(stream.read, [stream.close, *closers]))
+            f"unknown layer compression {compression!r} (expected one of {', '.join(COMPRESSIONS)})")
+    return cast(BinaryIO, open_stream(source, compression, formats=COMPRESSIONS[1:],
+                                      corrupt=lambda _kind, err: corrupt_layer(err)))
 
 
 # -- reading tar --------------------------------------------------------------------------------
@@ -220,14 +114,14 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-class _TarStream:
+class TarStream:
     """A one-pass tar reader for layers: ustar, GNU long names and PAX records; no sparse files.
 
     tarfile spends ~12 µs of Python on each header, about what GNU tar needs for a whole small
     file; this reader needs ~3 µs and still hands out ``tarfile.TarInfo`` objects.
     """
 
-    def __init__(self, stream: _Readable) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
         self._buf, self._pos, self._read = memoryview(b""), 0, 0
         self._left = self._pad = 0  # data of the current member not consumed yet, its padding
@@ -242,7 +136,7 @@ class _TarStream:
         have = len(self._buf) - self._pos
         parts = [self._buf[self._pos:]] if have else []
         while have < need:
-            if not (chunk := self._stream.read(max(_CHUNK, need - have))):
+            if not (chunk := self._stream.read(max(CHUNK, need - have))):
                 return False
             self._read += len(chunk)
             parts.append(memoryview(chunk))
@@ -290,7 +184,7 @@ class _TarStream:
                 if not _checksum_ok(header):
                     raise ValueError("bad checksum")
                 typ, size = header[156:157], _num(header[124:136])
-                if typ in (b"x", b"g", b"L", b"K") and not 0 <= size <= 16 * _CHUNK:
+                if typ in (b"x", b"g", b"L", b"K") and not 0 <= size <= 16 * CHUNK:
                     raise ValueError(f"extended header of {size} bytes")
                 if typ in (b"x", b"g"):
                     (pax if typ == b"x" else self._global).update(_pax_records(
@@ -318,7 +212,8 @@ class _TarStream:
         if magic == b"ustar\x0000" and prefix[0]:  # POSIX ustar splits long names
             name = prefix.split(b"\0", 1)[0] + b"/" + name
         info = tarfile.TarInfo(long.get(b"L", name).decode("utf-8", "surrogateescape"))
-        info.mode, info.uid, info.gid, info.size, info.mtime = _num(mode), _num(uid), _num(gid), size, _num(mtime)
+        info.mode, info.uid, info.gid = _num(mode), _num(uid), _num(gid)
+        info.size, info.mtime = size, _num(mtime)
         info.type, info.uname, info.gname = typ, _text(uname), _text(gname)
         info.linkname = long.get(b"K", link.split(b"\0", 1)[0]).decode("utf-8", "surrogateescape")
         if typ in (tarfile.CHRTYPE, tarfile.BLKTYPE):
@@ -342,3 +237,24 @@ class _TarStream:
         return info
 
 
+def iter_layer(tar: str | os.PathLike[str] | BinaryIO, *,
+               compression: str | None = None) -> Iterator[tuple[tarfile.TarInfo, str]]:
+    """Yield ``(member, kind)`` for each entry of a layer, without extracting anything.
+
+    ``kind`` is one of ``file dir symlink hardlink whiteout opaque device fifo``. Members are as
+    stored, unfiltered, so a suspicious layer can be looked at before it is refused.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The archive is truncated or corrupt.
+    """
+    with open_decompressed(tar, compression) as stream:
+        try:
+            for member in TarStream(stream):
+                base = member.name.rpartition("/")[2]
+                yield member, ("opaque" if base == WHITEOUT_OPAQUE else
+                               "whiteout" if base.startswith(WHITEOUT_PREFIX) else
+                               KINDS.get(member.type, "file"))
+        except tarfile.TarError as err:
+            raise corrupt_layer(err) from err

@@ -94,8 +94,8 @@ def _stack(engine: Any, ref: str, container: bool | None) -> tuple[list[str], li
                 raise
             c = None
         if c is not None:
-            layer = engine.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
-            lowers = [os.path.realpath(engine.snapshots.overlay_dir / x) for x in reversed(layer.lower)]
+            layer = engine.container_layer(c.id)
+            lowers = [str(d) for d in reversed(layer.lower_dirs)]
             return lowers + [str(layer.upper)], [f"image layer {i}" for i in range(len(lowers))] + ["container (upper)"]
     dirs = engine.layer_dirs(ref)
     hist = [h.created_by for h in engine.image(ref).config.history if not h.empty_layer]

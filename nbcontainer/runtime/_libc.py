@@ -84,7 +84,8 @@ def mount_flags(flags: int) -> str:
     return "|".join(names) or "0"
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
     if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
         raise _fail(f"mount {source or 'none'} on {target} type {fstype or 'none'} "
                     f"flags {mount_flags(flags)} data {data or ''!r}")

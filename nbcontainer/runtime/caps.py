@@ -56,6 +56,7 @@ def last_cap() -> int:
         return int(f.read())
 
 
-def container_mask(cap_add: list[str] | tuple[str, ...] = (), cap_drop: list[str] | tuple[str, ...] = ()) -> int:
+def container_mask(cap_add: list[str] | tuple[str, ...] = (),
+                   cap_drop: list[str] | tuple[str, ...] = ()) -> int:
     """:func:`mask` for this kernel: what a container's processes hold (effective, permitted, bounding)."""
     return mask(cap_add, cap_drop, last_cap())

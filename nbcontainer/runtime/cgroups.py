@@ -12,6 +12,7 @@ name or ``"unified"``. That dict is stored in the container's config and is all 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -244,10 +245,8 @@ def remove(groups: dict[str, str], *, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     for key, path in groups.items():
         if key == "freezer" and os.path.isdir(path):
-            try:
+            with contextlib.suppress(OSError):
                 _write(os.path.join(path, "freezer.state"), "THAWED")
-            except OSError:
-                pass
         while True:
             try:
                 os.rmdir(path)
@@ -262,7 +261,5 @@ def remove(groups: dict[str, str], *, timeout: float = 5.0) -> None:
         # another container's group is in it, so this never races a live one away)
         parent = os.path.dirname(path)
         if os.path.basename(parent) == "nbcontainer":
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(parent)
-            except OSError:
-                pass

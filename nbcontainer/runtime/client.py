@@ -8,7 +8,9 @@ shim's pidfd, logs, top).
 
 from __future__ import annotations
 
-import base64
+import builtins
+import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -23,11 +25,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from nbcontainer import errors
 from nbcontainer.errors import InvalidArgumentError, NotFoundError, RuntimeSetupError, StateTransitionError
+from nbcontainer.runtime import caps, cgroups, network, protocol
 from nbcontainer.runtime import state as _state
-from nbcontainer.runtime import caps, cgroups, network
-from nbcontainer.runtime.bundle import ContainerSpec, ContainerState, RunResult
+from nbcontainer.runtime.bundle import Bundle, ContainerSpec, ContainerState, RunResult
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -95,28 +96,17 @@ class Runtime:
         finally:
             s.close()
 
-    def _request(self, req: dict) -> dict:
+    def _request(self, req: protocol.Request) -> protocol.Reply:
         with self._connect() as s:
-            s.sendall(json.dumps(req).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-        if not buf:
-            raise RuntimeSetupError("runner", 0, f"no answer to {req.get('op')!r} from the runner")
-        reply = json.loads(buf)
-        if "error" in reply:
-            cls = getattr(errors, reply["error"], errors.NbContainerError)
-            if cls is RuntimeSetupError:
-                raise RuntimeSetupError(reply["step"], reply.get("errno", 0), reply.get("detail", ""))
-            raise cls(reply["message"])
-        return reply
+            s.sendall(protocol.encode(req))
+            line = protocol.recv_line(s)
+        return protocol.decode_reply(line, req)
 
     def runner_pid(self) -> int:
         """Pid of the runner serving this root (starts it when none runs)."""
-        return int(self._request({"op": "ping"})["pid"])
+        reply = self._request(protocol.Ping())
+        assert isinstance(reply, protocol.Pong)
+        return reply.pid
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -132,19 +122,21 @@ class Runtime:
         RuntimeSetupError
             a setup step failed; ``step`` names it and nothing is left behind.
         """
-        _validate(spec, str(self.root))
-        cfg = spec.to_json()
-        if not cfg["hostname"]:
-            cfg["hostname"] = socket.gethostname() if spec.network == "host" else spec.id[:12]
-        stdin = base64.b64encode(spec.stdin).decode() if spec.stdin is not None else None
-        self._request({"op": "create", "config": cfg, "stdin": stdin})
+        self._create(spec)
         return self.state(spec.id)
 
+    def _create(self, spec: ContainerSpec) -> None:
+        _validate(spec, str(self.root))
+        if not spec.hostname:
+            hostname = socket.gethostname() if spec.network == "host" else spec.id[:12]
+            spec = dataclasses.replace(spec, hostname=hostname)
+        self._request(protocol.Create(spec, spec.stdin))
+
     def attach(self, id: str, *, timeout: float = 2.0) -> socket.socket:
-        """Connect to the terminal of a container created with ``tty`` and the ``attach``
-        annotation (``run -it``): bytes sent go to its pty, its output comes back."""
-        cid, cfg = self._config(id)
-        dfd = os.open(cfg["bundle"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        """Connect to the terminal of a container created with ``tty`` and ``attach`` (``run -it``):
+        bytes sent go to its pty, its output comes back."""
+        _, b = self._config(id)
+        dfd = os.open(b.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -156,23 +148,28 @@ class Runtime:
                     s.close()
                     if time.monotonic() > deadline:
                         raise StateTransitionError(
-                            f"cannot attach to container {cfg['name']}: it was not created with -it") from None
+                            f"cannot attach to container {b.spec.name}: it was not created with -it"
+                        ) from None
                     time.sleep(0.01)
         finally:
             os.close(dfd)
 
     def start(self, id: str) -> ContainerState:
         """Release the created PID 1 into execve (it was blocked opening ``exec.fifo``)."""
-        cid, cfg = self._config(id)
-        bundle = cfg["bundle"]
-        fifo = os.path.join(bundle, _state.FIFO)
+        cid, b = self._config(id)
+        self._start(b)
+        return self.state(cid)
+
+    def _start(self, b: Bundle) -> None:
+        fifo = os.path.join(b.path, _state.FIFO)
+        name = b.spec.name
         try:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
-            st = self.state(cid)
-            raise StateTransitionError(f"cannot start container {cfg['name']}: it is {st.status}") from None
+            st = self.state(b.spec.id)
+            raise StateTransitionError(f"cannot start container {name}: it is {st.status}") from None
         try:
-            state = _state.read_json(os.path.join(bundle, _state.STATE))
+            state = _state.read_json(os.path.join(b.path, _state.STATE))
             released = False
             while True:
                 ready, _, _ = select.select([fd], [], [], 0.5)
@@ -184,45 +181,45 @@ class Runtime:
                 elif not _state.alive(state["pid"], state["pid_starttime"]):
                     if released:
                         break
-                    raise StateTransitionError(f"cannot start container {cfg['name']}: its process is gone")
+                    raise StateTransitionError(f"cannot start container {name}: its process is gone")
         finally:
             os.close(fd)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(fifo)
-        except FileNotFoundError:
-            pass
-        return self.state(cid)
 
     def run(self, spec: ContainerSpec, *, detach: bool = False) -> ContainerState | RunResult:
         """create + start; unless ``detach``, wait and return the exit code and the output.
 
-        The output is read back from ``log.jsonl`` by stream once the container exited.
+        The output is read back from ``log.jsonl`` by stream once the container exited. The state
+        is computed once, at the end (create, start and wait each need only the bundle).
         """
-        self.create(spec)
+        self._create(spec)
+        cid, b = self._config(spec.id)
         try:
-            self.start(spec.id)
+            self._start(b)
         except BaseException:
-            self.delete(spec.id, force=True)
+            self.delete(cid, force=True)
             raise
         if detach:
-            return self.state(spec.id)
-        code = self.wait(spec.id)
+            return self.state(cid)
+        self._wait(b, None)
+        st = self.state(cid)
         out: list[bytes] = []
         err: list[bytes] = []
-        for stream, line in self.logs(spec.id):
+        for stream, line in self.logs(cid):
             (out if stream == "stdout" else err).append(line)
-        return RunResult(code, b"".join(out), b"".join(err), self.state(spec.id).oom_killed)
+        return RunResult(st.exit_code, b"".join(out), b"".join(err), st.oom_killed)
 
     def state(self, id: str) -> ContainerState:
         """The container now: status recomputed from the system and written back when it changed."""
-        cid, cfg = self._config(id)
-        bundle = cfg["bundle"]
+        cid, b = self._config(id)
+        bundle = b.path
         path = os.path.join(bundle, _state.STATE)
         try:
             st = _state.read_json(path)
         except FileNotFoundError:
             st = {}
-        status = _state.status(bundle, st, cfg["cgroups"]) if st else "created"
+        status = _state.status(bundle, st, b.cgroups) if st else "created"
         if st and status == "exited" and not st.get("finished_at"):
             # PID 1 is gone but the shim has not recorded it yet: give it a moment.
             _wait_pid(st.get("shim_pid", 0), st.get("shim_starttime", 0), 2.0)
@@ -235,12 +232,12 @@ class Runtime:
                 fields.update(finished_at=_state.now(), exit_code=255, pid=0)
             st = _state.update(bundle, fields)
         return ContainerState(
-            id=cid, name=cfg["name"], status=status,
+            id=cid, name=b.spec.name, status=status,
             pid=st.get("pid", 0) if status != "exited" else 0,
             exit_code=st.get("exit_code", 0), oom_killed=st.get("oom_killed", False),
-            created=cfg.get("created", ""), started_at=st.get("started_at", ""),
-            finished_at=st.get("finished_at", ""), spec=ContainerSpec.from_json(cfg),
-            cgroups=cfg["cgroups"], bundle=bundle,
+            created=b.created, started_at=st.get("started_at", ""),
+            finished_at=st.get("finished_at", ""), spec=b.spec,
+            cgroups=b.cgroups, bundle=bundle,
             network_settings=st.get("network") or {} if status != "exited" else {},
         )
 
@@ -262,10 +259,8 @@ class Runtime:
             raise StateTransitionError(f"container {st.name} is paused: unpause it before killing it")
         if st.pid <= 0:
             raise StateTransitionError(f"container {st.name} has no process to signal")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, signal)
-        except ProcessLookupError:
-            pass
 
     def stop(self, id: str, timeout: float = 10) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds, as ``docker stop``.
@@ -306,12 +301,14 @@ class Runtime:
 
     def wait(self, id: str, timeout: float | None = None) -> int:
         """Block until the container exited; its exit code. ``TimeoutError`` after ``timeout``."""
-        cid, cfg = self._config(id)
-        path = os.path.join(cfg["bundle"], _state.STATE)
-        st = _state.read_json(path)
-        if not st.get("finished_at") and not _wait_pid(st["shim_pid"], st["shim_starttime"], timeout):
-            raise TimeoutError(f"container {cfg['name']} still running after {timeout} s")
+        cid, b = self._config(id)
+        self._wait(b, timeout)
         return self.state(cid).exit_code
+
+    def _wait(self, b: Bundle, timeout: float | None) -> None:
+        st = _state.read_json(os.path.join(b.path, _state.STATE))
+        if not st.get("finished_at") and not _wait_pid(st["shim_pid"], st["shim_starttime"], timeout):
+            raise TimeoutError(f"container {b.spec.name} still running after {timeout} s")
 
     def delete(self, id: str, *, force: bool = False) -> None:
         """Remove the container: kill it (``force``), unmount, remove its cgroups and directory.
@@ -319,10 +316,10 @@ class Runtime:
         The snapshot under ``overlay/`` belongs to the engine, which removes it afterwards.
         """
         cid, _ = self._config(id)
-        self._request({"op": "delete", "id": cid, "force": force})
+        self._request(protocol.Delete(cid, force))
 
-    def exec(self, id: str, args: list[str], *, env: list[str] | None = None, cwd: str | None = None,
-             user: str | None = None, stdin: bytes | None = None, tty: bool = False,
+    def exec(self, id: str, args: builtins.list[str], *, env: builtins.list[str] | None = None,
+             cwd: str | None = None, user: str | None = None, stdin: bytes | None = None, tty: bool = False,
              detach: bool = False) -> RunResult:
         """Run ``args`` inside a running container (its namespaces, cgroups and capabilities)."""
         st = self.state(id)
@@ -332,19 +329,17 @@ class Runtime:
             raise StateTransitionError(f"container {st.name} is not running")
         if not args:
             raise InvalidArgumentError("exec needs a command")
-        reply = self._request({
-            "op": "exec", "id": st.id, "args": list(args), "env": list(env or []), "cwd": cwd,
-            "user": user, "tty": tty, "detach": detach,
-            "stdin": base64.b64encode(stdin).decode() if stdin is not None else None,
-        })
-        return RunResult(reply["exit_code"], base64.b64decode(reply["stdout"]), base64.b64decode(reply["stderr"]))
+        reply = self._request(protocol.Exec(st.id, list(args), list(env or []), cwd, user, tty, detach,
+                                            stdin))
+        assert isinstance(reply, protocol.Finished)
+        return RunResult(reply.exit_code, reply.stdout, reply.stderr)
 
     # -- looking at it -----------------------------------------------------------------------
 
     def logs(self, id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[tuple[str, bytes]]:
         """``(stream, line)`` from ``log.jsonl`` (Docker's json-file records), oldest first."""
-        cid, cfg = self._config(id)
-        path = os.path.join(cfg["bundle"], _state.LOG)
+        cid, b = self._config(id)
+        path = os.path.join(b.path, _state.LOG)
         if not os.path.exists(path):
             return
         with open(path, "rb") as f:
@@ -367,7 +362,7 @@ class Runtime:
                     return
                 time.sleep(0.05)
 
-    def top(self, id: str) -> list[dict]:
+    def top(self, id: str) -> builtins.list[dict]:
         """Processes of the container like ``ps -ef`` (UID PID PPID C STIME TTY TIME CMD), host pids."""
         st = self.state(id)
         if st.status not in ("running", "paused"):
@@ -408,11 +403,11 @@ class Runtime:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _config(self, id: str) -> tuple[str, dict]:
-        """(full id, config) of a container given its id, a unique id prefix, or its name."""
+    def _config(self, id: str) -> tuple[str, Bundle]:
+        """(full id, bundle) of a container given its id, a unique id prefix, or its name."""
         cid = self._resolve(id)
         try:
-            return cid, _state.read_json(str(self.containers_dir / cid / _state.CONFIG))
+            return cid, Bundle.from_json(_state.read_json(str(self.containers_dir / cid / _state.CONFIG)))
         except FileNotFoundError:
             raise NotFoundError(f"container {id!r} not found") from None
 
@@ -450,29 +445,29 @@ def _validate(spec: ContainerSpec, root: str) -> None:
     if not _ID.match(spec.id):
         raise InvalidArgumentError(f"invalid container id {spec.id!r}: want 64 hex digits")
     if not _NAME.match(spec.name) or len(spec.name) < 2:
-        raise InvalidArgumentError(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        raise InvalidArgumentError(
+            f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     if not spec.args:
         raise InvalidArgumentError(f"container {spec.name}: no command specified")
     if spec.network.startswith("container:"):
         if not _ID.match(spec.network.split(":", 1)[1]):
             raise InvalidArgumentError(f"invalid network {spec.network!r}: want container:<full id>")
     elif network.is_bridge(spec.network):
-        from nbcontainer.runtime.net import ipam, ports
-
-        if not ipam.exists(root, spec.network):
+        if not network.exists(root, spec.network):
             raise NotFoundError(f"network {spec.network} not found")
-        for p in json.loads(spec.annotations.get("publish") or "[]"):
-            ports.parse(p)
+        for p in spec.publish:
+            network.parse_publish(p)
     if not os.path.isabs(spec.merged) or not os.path.isdir(spec.merged):
         raise InvalidArgumentError(f"rootfs mount target {spec.merged!r} is not a directory")
     if not spec.cwd.startswith("/"):
         raise InvalidArgumentError(f"the working directory {spec.cwd!r} is not absolute")
     for m in spec.mounts:
-        src, dst = m.get("source", ""), m.get("destination", "")
+        src, dst = m.source, m.destination
         if not os.path.isabs(src) or not os.path.exists(src):
             raise InvalidArgumentError(f"invalid volume: source path {src!r} does not exist")
         if not os.path.isabs(dst) or os.path.normpath(dst) == "/":
-            raise InvalidArgumentError(f"invalid volume destination {dst!r}: it must be an absolute path other than /")
+            raise InvalidArgumentError(
+                f"invalid volume destination {dst!r}: it must be an absolute path other than /")
     bad = caps.unknown(list(spec.cap_add) + list(spec.cap_drop))
     if bad:
         raise InvalidArgumentError(f"unknown capability: {bad[0]!r}")

@@ -47,9 +47,11 @@ class DeviceRule:
         if self.type not in ("a", "c", "b"):
             raise InvalidArgumentError(f"device rule type {self.type!r}: want 'a', 'c' or 'b'")
         if not _valid_access(self.access):
-            raise InvalidArgumentError(f"device rule access {self.access!r}: want a non-empty subset of 'rwm'")
+            raise InvalidArgumentError(
+                f"device rule access {self.access!r}: want a non-empty subset of 'rwm'")
         if self.major < -1 or self.minor < -1:
-            raise InvalidArgumentError(f"device rule {self.major}:{self.minor}: numbers must be >= 0 or -1 (*)")
+            raise InvalidArgumentError(
+                f"device rule {self.major}:{self.minor}: numbers must be >= 0 or -1 (*)")
 
     def v1_text(self) -> str:
         """The rule as cgroup v1 ``devices.allow``/``devices.deny`` text, e.g. ``"c 1:3 rwm"``."""
@@ -189,7 +191,7 @@ def _rule_block(rule: DeviceRule) -> list[bytes]:
     n = len(checks) + 2
     out = [_insn(op, reg, off=n - i - 1 if off is None else off, imm=imm)
            for i, (op, reg, imm, off) in enumerate(checks)]
-    return out + [_insn(_MOV64_K, R0, imm=int(rule.allow)), _insn(_EXIT)]
+    return [*out, _insn(_MOV64_K, R0, imm=int(rule.allow)), _insn(_EXIT)]
 
 
 def assemble(rules: list[DeviceRule] | tuple[DeviceRule, ...]) -> bytes:

@@ -53,7 +53,8 @@ def _userns_overlay() -> bool:
             os.mkdir(os.path.join(d, sub))
         script = f"mount -t overlay overlay -o lowerdir={d}/l,upperdir={d}/u,workdir={d}/w,userxattr {d}/m"
         try:
-            proc = subprocess.run([unshare, "-Urm", "sh", "-c", script], capture_output=True, timeout=10, check=False)
+            proc = subprocess.run([unshare, "-Urm", "sh", "-c", script], capture_output=True, timeout=10,
+                                  check=False)
         except (OSError, subprocess.TimeoutExpired):
             return False
         return proc.returncode == 0
@@ -62,4 +63,5 @@ def _userns_overlay() -> bool:
 @lru_cache(maxsize=1)
 def probe() -> HostCapabilities:
     root = os.geteuid() == 0
-    return HostCapabilities(root=root, userns_overlay=False if root else _userns_overlay(), cgroup=_cgroup_mode())
+    return HostCapabilities(root=root, userns_overlay=False if root else _userns_overlay(),
+                            cgroup=_cgroup_mode())

@@ -29,10 +29,12 @@ from typing import NoReturn
 
 from nbcontainer.runtime import _libc as libc
 from nbcontainer.runtime import caps
+from nbcontainer.runtime.bundle import Bundle, Device
 
 NS_FLAGS = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
 _PROC_FLAGS = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
-_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+            ("tty", 5, 0))
 # runc also links /dev/core -> /proc/kcore; a masked path behind a link is still a path to kcore.
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
@@ -51,8 +53,8 @@ class SetupError(Exception):
         self.step, self.errno, self.detail = step, err, detail
 
 
-def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int, int], tty: bool,
-                   fifo: str, seccomp_program: bytes | None) -> NoReturn:
+def container_init(b: Bundle, sync_w: int, joined_r: int, stdio: tuple[int, int, int], fifo: str,
+                   seccomp_program: bytes | None) -> NoReturn:
     """Set up the container from inside PID 1, wait for ``start``, exec. Never returns.
 
     The shim moves this process into its cgroups meanwhile (a v1 migration waits for an RCU grace
@@ -61,36 +63,37 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
     move and before the capabilities go; with the host's (v1, as Docker) the move need only be
     done before execve.
     """
+    spec = b.spec
     step = "stdio"
-    private_cgroupns = cfg["cgroupns"] == "private"
+    private_cgroupns = b.cgroupns == "private"
     try:
-        _stdio(stdio, tty)
+        _stdio(stdio, spec.tty)
         step = "unshare"
-        join = cfg.get("netns_path")
-        libc.unshare(NS_FLAGS | (0 if cfg["network"] == "host" or join else libc.CLONE_NEWNET))
+        join = b.netns_path
+        libc.unshare(NS_FLAGS | (0 if spec.network == "host" or join else libc.CLONE_NEWNET))
         step = "network"
         if join:  # --network container:<id>
             fd = os.open(join, os.O_RDONLY | os.O_CLOEXEC)
             libc.setns(fd, libc.CLONE_NEWNET)
             os.close(fd)
-        elif cfg["network"] != "host":
+        elif spec.network != "host":
             _loopback_up()
         step = "private mounts"
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-        rootfs = cfg["merged"]
+        rootfs = spec.merged
         step = "rootfs"
         if not os.path.ismount(rootfs):
             raise OSError(errno.ENOENT, f"overlay is not mounted on {rootfs}")
         step = "volumes"
-        for m in cfg["mounts"]:
-            _bind(m["source"], secure_join(rootfs, m["destination"]), readonly=m.get("readonly", False))
+        for m in spec.mounts:
+            _bind(m.source, secure_join(rootfs, m.destination), readonly=m.readonly)
         step = "etc files"
         for name in ("hosts", "resolv.conf", "hostname"):
-            _bind(os.path.join(cfg["bundle"], name), secure_join(rootfs, "/etc/" + name), readonly=False)
+            _bind(os.path.join(b.path, name), secure_join(rootfs, "/etc/" + name), readonly=False)
         step = "proc"
         libc.mount("proc", _mkdir(rootfs, "/proc"), "proc", _PROC_FLAGS)
         step = "dev"
-        _dev(rootfs, cfg.get("devices") or [])
+        _dev(rootfs, spec.devices)
         step = "sys"
         libc.mount("sysfs", _mkdir(rootfs, "/sys"), "sysfs", _PROC_FLAGS | libc.MS_RDONLY)
         step = "exec fifo"
@@ -103,26 +106,26 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
         step = "readonly paths"
         for path in READONLY_PATHS:
             _readonly(path)
-        if cfg["readonly_rootfs"]:
+        if spec.readonly_rootfs:
             step = "readonly rootfs"
             libc.mount(None, "/", None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY)
         step = "hostname"
-        libc.sethostname(cfg["hostname"])
+        libc.sethostname(spec.hostname)
         step = "rlimits"
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         limit = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         step = "user"
-        uid, gid, groups, home = resolve_user(cfg["user"])
-        env = container_env(cfg["env"], cfg["hostname"], home)
+        uid, gid, groups, home = resolve_user(spec.user)
+        env = container_env(spec.env, spec.hostname, home)
         if private_cgroupns:
             step = "cgroup"
             _await_cgroup(joined_r)
             libc.unshare(libc.CLONE_NEWCGROUP)
-        finalize_privileges(caps.container_mask(cfg["cap_add"], cfg["cap_drop"]), uid, gid, groups,
-                            seccomp_program, bool(cfg.get("no_new_privileges")))
+        finalize_privileges(caps.container_mask(spec.cap_add, spec.cap_drop), uid, gid, groups,
+                            seccomp_program, spec.no_new_privileges)
         step = "cwd"
-        os.chdir(cfg["cwd"] or "/")
+        os.chdir(spec.cwd or "/")
         step = "ready"
         os.write(sync_w, b"ready\n")
         step = "start"
@@ -140,10 +143,10 @@ def container_init(cfg: dict, sync_w: int, joined_r: int, stdio: tuple[int, int,
         _report(sync_w, step, err.errno or 0, err.strerror or str(err))
     except BaseException as err:  # noqa: BLE001 - the child must never unwind into the runner's code
         _report(sync_w, step, 0, f"{type(err).__name__}: {err}")
-    execvpe(cfg["args"], env)
+    execvpe(spec.args, env)
 
 
-def exec_init(cfg: dict, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, int], tty: bool,
+def exec_init(b: Bundle, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, int], tty: bool,
               args: list[str], env: list[str], cwd: str, user: str, sync_w: int,
               seccomp_program: bytes | None) -> NoReturn:
     """Join a running container (pid namespace already joined by the caller) and exec ``args``."""
@@ -151,7 +154,7 @@ def exec_init(cfg: dict, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, i
     try:
         _stdio(stdio, tty)
         step = "cgroup"
-        for path in cfg["cgroup_procs"]:
+        for path in b.cgroup_procs:
             _write(path, "0")
         step = "setns"
         for fd, nstype in ns_fds:
@@ -159,9 +162,9 @@ def exec_init(cfg: dict, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, i
             os.close(fd)
         step = "user"
         uid, gid, groups, home = resolve_user(user)
-        env = container_env(env, cfg["hostname"], home)
-        finalize_privileges(caps.container_mask(cfg["cap_add"], cfg["cap_drop"]), uid, gid, groups,
-                            seccomp_program, bool(cfg.get("no_new_privileges")))
+        env = container_env(env, b.spec.hostname, home)
+        finalize_privileges(caps.container_mask(b.spec.cap_add, b.spec.cap_drop), uid, gid, groups,
+                            seccomp_program, b.spec.no_new_privileges)
         step = "cwd"
         os.chdir(cwd or "/")
     except SetupError as err:
@@ -259,7 +262,7 @@ def _bind(source: str, target: str, *, readonly: bool) -> None:
         libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY)
 
 
-def _dev(rootfs: str, devices: list[dict]) -> None:
+def _dev(rootfs: str, devices: list[Device]) -> None:
     """Docker's /dev: a tmpfs (nosuid, strictatime, mode 755), the six standard nodes, the links,
     a private devpts, shm and mqueue, and the ``--device`` nodes (the device cgroup allows
     exactly those)."""
@@ -274,13 +277,13 @@ def _dev(rootfs: str, devices: list[dict]) -> None:
         for sub in ("pts", "shm", "mqueue"):
             os.mkdir(f"{dev}/{sub}", 0o755)
         for d in devices:
-            node = secure_join(rootfs, d["path"])
+            node = secure_join(rootfs, d.path)
             os.makedirs(os.path.dirname(node), exist_ok=True)
-            kind = stat.S_IFBLK if d["type"] == "b" else stat.S_IFCHR
+            kind = stat.S_IFBLK if d.type == "b" else stat.S_IFCHR
             if os.path.lexists(node):
                 os.unlink(node)
-            os.mknod(node, kind | (d["mode"] & 0o7777), os.makedev(d["major"], d["minor"]))
-            os.chown(node, d.get("uid", 0), d.get("gid", 0))  # as runc: the host node's owner
+            os.mknod(node, kind | (d.mode & 0o7777), os.makedev(d.major, d.minor))
+            os.chown(node, d.uid, d.gid)  # as runc: the host node's owner
     finally:
         os.umask(old)
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
@@ -395,7 +398,8 @@ def resolve_user(user: str) -> tuple[int, int, list[int], str]:
         else:
             grow = next((r for r in groups_db if r and r[0] == group), None)
             if grow is None or len(grow) < 3:
-                raise SetupError("user", 0, f"unable to find group {group}: no matching entries in group file")
+                raise SetupError("user", 0,
+                                 f"unable to find group {group}: no matching entries in group file")
             gid = int(grow[2])
     username = row[0] if row else ""
     extra = [int(r[2]) for r in groups_db if len(r) > 3 and username and username in r[3].split(",")]
@@ -428,10 +432,11 @@ def execvpe(args: list[str], env: list[str]) -> NoReturn:
         try:
             os.execve(path, args, envd)
         except OSError as err:
-            if err.errno in (errno.EACCES, errno.ENOEXEC):
-                last = err.errno
-            elif err.errno not in (errno.ENOENT, errno.ENOTDIR):
-                last = err.errno
+            code = err.errno or errno.EIO
+            if code in (errno.EACCES, errno.ENOEXEC):
+                last = code
+            elif code not in (errno.ENOENT, errno.ENOTDIR):
+                last = code
                 break
     if "/" not in cmd and last == errno.ENOENT:
         msg = f'exec: "{cmd}": executable file not found in $PATH'

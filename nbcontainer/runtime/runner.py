@@ -6,24 +6,16 @@ whole life (a second runner exits at once), listens on ``run/runner.sock`` and i
 of nbcontainer that forks shims. It is a child subreaper, so shims and exec helpers whose parent
 died are reaped here while it lives (and by the host's init after).
 
-Protocol: one JSON request line per connection, one JSON reply line::
-
-    {"op": "ping"}                                   -> {"ok": true, "pid": ...}
-    {"op": "create", "config": {...}, "stdin": b64}  -> the SHIM replies {"ok", "state"} | error
-    {"op": "exec", "id", "args", "env", ...}         -> the EXEC HELPER replies {"exit_code", ...}
-    {"op": "delete", "id", "force"}                  -> {"ok": true} | error
-    errors: {"error": "<class in nbcontainer.errors>", "message": ..., ("step", "errno", "detail")}
-
-``create`` and ``exec`` hand the connection to the forked process, so a long exec never blocks
-the loop. The loop itself only does short file-system work.
+It speaks :mod:`.protocol` (one JSON request line per connection, one reply line). ``create`` and
+``exec`` hand the connection to the forked shim or exec helper, which replies, so a long exec never
+blocks the loop. The loop itself only does short file-system work.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import errno
 import fcntl
-import json
 import os
 import selectors
 import shutil
@@ -37,11 +29,14 @@ from nbcontainer.errors import (
     InvalidArgumentError,
     NbContainerError,
     NotFoundError,
+    RuntimeSetupError,
     StateTransitionError,
 )
 from nbcontainer.runtime import _libc as libc
+from nbcontainer.runtime import caps, cgroups, devices, network, protocol, seccomp, shim
 from nbcontainer.runtime import state as _state
-from nbcontainer.runtime import caps, cgroups, devices, network, seccomp, shim
+from nbcontainer.runtime.bundle import Bundle, ContainerSpec
+from nbcontainer.runtime.protocol import Create, Delete, Exec, Ping
 
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -60,7 +55,8 @@ class Runner:
     def serve(self) -> None:
         os.makedirs(self.containers, exist_ok=True)
         os.makedirs(self.run_dir, exist_ok=True)
-        lock = os.open(os.path.join(self.run_dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = os.open(os.path.join(self.run_dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                       0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,10 +93,8 @@ class Runner:
                     self.buffers[conn.fileno()] = b""
                     self.sel.register(conn, selectors.EVENT_READ, "conn")
                 elif key.data == "wake":
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 4096)
-                    except BlockingIOError:
-                        pass
                     self.reap()
                 else:
                     self.read(key.fileobj)  # type: ignore[arg-type]
@@ -140,28 +134,25 @@ class Runner:
             return
         conn.setblocking(True)
         try:
-            self.handle(conn, json.loads(buf.split(b"\n", 1)[0]))
+            self.handle(conn, protocol.decode_request(buf.split(b"\n", 1)[0]))
         except NbContainerError as err:
-            shim.reply(conn, _error(err))
+            protocol.send(conn, err)
         except Exception as err:  # noqa: BLE001 - the loop must outlive one bad request
-            shim.reply(conn, {"error": "NbContainerError", "message": f"runner: {type(err).__name__}: {err}"})
+            protocol.send(conn, NbContainerError(f"runner: {type(err).__name__}: {err}"))
         # When a forked shim or exec helper got the connection it answers; our copy just closes.
         conn.close()
 
-    def handle(self, conn: socket.socket, req: dict) -> None:
-        op = req.get("op")
-        if op == "ping":
-            shim.reply(conn, {"ok": True, "pid": os.getpid()})
-        elif op == "create":
+    def handle(self, conn: socket.socket, req: protocol.Request) -> None:
+        if isinstance(req, Ping):
+            protocol.send(conn, protocol.Pong(os.getpid()))
+        elif isinstance(req, Create):
             self.create(conn, req)
-        elif op == "delete":
-            self.delete(req["id"], bool(req.get("force")))
-            shim.reply(conn, {"ok": True})
-        elif op == "exec":
-            cfg, state = self.load(req["id"])
-            shim.spawn_exec(cfg, state, conn, req, _seccomp_program(cfg))
-        else:
-            raise NbContainerError(f"runner: unknown operation {op!r}")
+        elif isinstance(req, Delete):
+            self.delete(req.id, req.force)
+            protocol.send(conn, protocol.Done())
+        elif isinstance(req, Exec):
+            b, state = self.load(req.id)
+            shim.spawn_exec(b, state, conn, req, _seccomp_program(b.spec))
 
     # -- verbs -----------------------------------------------------------------------------
 
@@ -176,9 +167,9 @@ class Runner:
                 continue
         return next((cid for cid, n in self.names.items() if n == name), "")
 
-    def create(self, conn: socket.socket, req: dict) -> None:
-        cfg = req["config"]
-        cid, name = cfg["id"], cfg["name"]
+    def create(self, conn: socket.socket, req: Create) -> None:
+        spec = req.spec
+        cid, name = spec.id, spec.name
         owner = self.name_owner(name)
         if owner:
             raise AlreadyExistsError(f"container name {name!r} is already in use by container {owner[:12]}")
@@ -188,21 +179,18 @@ class Runner:
         except FileExistsError:
             raise AlreadyExistsError(f"container {cid[:12]} already exists") from None
         try:
-            cfg["bundle"] = bundle
-            cfg["created"] = _state.now()
             groups = cgroups.paths(cid)
-            cfg["cgroups"] = groups
-            cfg["cgroup_procs"] = cgroups.procs_files(groups)
-            # Docker's default: a private cgroup namespace on v2, the host's on v1 and hybrid.
-            cfg["cgroupns"] = "private" if list(groups) == ["unified"] else "host"
-            _write(os.path.join(bundle, "hostname"), cfg["hostname"] + "\n")
-            if network.is_bridge(cfg["network"]):
+            peer = spec.network.split(":", 1)[1] if spec.network.startswith("container:") else ""
+            b = Bundle(spec, bundle, _state.now(), groups,
+                       # Docker's default: a private cgroup namespace on v2, the host's on v1 and hybrid.
+                       cgroupns="private" if list(groups) == ["unified"] else "host",
+                       netns_path=self.netns_of(peer) if peer else "")
+            _write(os.path.join(bundle, "hostname"), spec.hostname + "\n")
+            if network.is_bridge(spec.network):
                 network.preload()
-            if cfg["network"].startswith("container:"):
-                cfg["netns_path"] = self.netns_of(cfg["network"].split(":", 1)[1])
-                shutil.copyfile(os.path.join(self.containers, cfg["network"].split(":", 1)[1], "hosts"),
-                                os.path.join(bundle, "hosts"))
-            elif cfg["network"] == "host":
+            if peer:
+                shutil.copyfile(os.path.join(self.containers, peer, "hosts"), os.path.join(bundle, "hosts"))
+            elif spec.network == "host":
                 shutil.copyfile("/etc/hosts", os.path.join(bundle, "hosts"))
             else:
                 _write(os.path.join(bundle, "hosts"), _HOSTS)
@@ -213,69 +201,68 @@ class Runner:
             fifo = os.path.join(bundle, _state.FIFO)
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # any container user may open it for writing (umask would not)
-            _state.write_json(os.path.join(bundle, _state.CONFIG), cfg)  # atomic: listers read it concurrently
-            program = _seccomp_program(cfg)
+            # atomic: listers read it concurrently
+            _state.write_json(os.path.join(bundle, _state.CONFIG), b.to_json())
+            program = _seccomp_program(spec)
+            rules = [devices.DeviceRule(d.type, d.major, d.minor, d.access, True) for d in spec.devices]
             try:
-                cgroups.create(groups, memory=cfg["memory"], pids=cfg["pids_limit"], cpus=cfg["cpus"],
-                               devices=devices.rules_for([devices.DeviceRule(d["type"], d["major"], d["minor"], d["access"], True)
-                                                          for d in cfg.get("devices") or []]))
+                cgroups.create(groups, memory=spec.memory, pids=spec.pids_limit, cpus=spec.cpus,
+                               devices=devices.rules_for(rules))
             except OSError as err:
-                shim.reply(conn, shim.setup_error("cgroup", err.errno or 0, err.strerror or str(err)))
+                protocol.send(conn, RuntimeSetupError("cgroup", err.errno or 0, err.strerror or str(err)))
                 shutil.rmtree(bundle, ignore_errors=True)
                 return
         except BaseException:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
         self.names[cid] = name
-        stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
-        shim.spawn(cfg, conn, stdin, program)
+        shim.spawn(b, conn, req.stdin, program)
 
     def netns_of(self, cid: str) -> str:
         """``/proc/<pid>/ns/net`` of a running container, for ``--network container:<id>``."""
-        cfg, state = self.load(cid)
-        if _state.status(cfg["bundle"], state, cfg["cgroups"]) not in ("running", "created"):
-            raise StateTransitionError(f"cannot join the network of container {cfg['name']}: it is not running")
+        b, state = self.load(cid)
+        if _state.status(b.path, state, b.cgroups) not in ("running", "created"):
+            raise StateTransitionError(
+                f"cannot join the network of container {b.spec.name}: it is not running")
         return f"/proc/{state['pid']}/ns/net"
 
-    def load(self, cid: str) -> tuple[dict, dict]:
+    def load(self, cid: str) -> tuple[Bundle, dict]:
         bundle = os.path.join(self.containers, cid)
         try:
-            cfg = _state.read_json(os.path.join(bundle, _state.CONFIG))
+            b = Bundle.from_json(_state.read_json(os.path.join(bundle, _state.CONFIG)))
         except FileNotFoundError:
             raise NotFoundError(f"container {cid!r} not found") from None
         try:
             state = _state.read_json(os.path.join(bundle, _state.STATE))
         except FileNotFoundError:
             state = {}
-        return cfg, state
+        return b, state
 
     def delete(self, cid: str, force: bool) -> None:
-        cfg, state = self.load(cid)
-        bundle = cfg["bundle"]
-        status = _state.status(bundle, state, cfg["cgroups"])
+        b, state = self.load(cid)
+        bundle, name = b.path, b.spec.name
+        status = _state.status(bundle, state, b.cgroups)
         if status in ("running", "paused") and not force:
-            raise StateTransitionError(f"cannot remove {status} container {cfg['name']}: stop it or use -f")
+            raise StateTransitionError(f"cannot remove {status} container {name}: stop it or use -f")
         pid = state.get("pid", 0)
         if status != "exited":
             # Every process of the container, also when the shim died before recording a pid
             # (never kill(0): that is our own process group).
-            for victim in {pid, *cgroups.procs(cfg["cgroups"])}:
+            for victim in {pid, *cgroups.procs(b.cgroups)}:
                 if victim > 0:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(victim, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
             if status == "paused":
-                cgroups.freeze(cfg["cgroups"], False)  # a frozen task only dies once thawed
+                cgroups.freeze(b.cgroups, False)  # a frozen task only dies once thawed
         _wait_gone(state.get("shim_pid", 0), state.get("shim_starttime", 0), timeout=10.0)
-        network.teardown(cfg)  # the shim did it unless it died first
-        if os.path.ismount(cfg["merged"]):
-            shim.unmount(cfg["merged"])
+        network.teardown(b)  # the shim did it unless it died first
+        if os.path.ismount(b.spec.merged):
+            shim.unmount(b.spec.merged)
         try:
-            cgroups.remove(cfg["cgroups"])
+            cgroups.remove(b.cgroups)
         except OSError as err:
             raise StateTransitionError(
-                f"cannot remove container {cfg['name']}: cgroup still busy: {err}"
+                f"cannot remove container {name}: cgroup still busy: {err}"
             ) from err
         trash = os.path.join(self.containers, f".rm-{cid}")
         os.replace(bundle, trash)
@@ -302,26 +289,18 @@ def _wait_gone(pid: int, start: int, *, timeout: float) -> None:
         os.close(fd)
 
 
-def _seccomp_program(cfg: dict) -> bytes | None:
+def _seccomp_program(spec: ContainerSpec) -> bytes | None:
     """The container's compiled seccomp filter (cached by profile and capabilities in this process)."""
     try:
-        return seccomp.program_for(cfg.get("seccomp") or "default",
-                                   caps.container_mask(cfg["cap_add"], cfg["cap_drop"]))
+        return seccomp.program_for(spec.seccomp or "default",
+                                   caps.container_mask(spec.cap_add, spec.cap_drop))
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise InvalidArgumentError(f"container {cfg['name']}: cannot build its seccomp filter: {err}") from err
+        raise InvalidArgumentError(f"container {spec.name}: cannot build its seccomp filter: {err}") from err
 
 
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _error(err: NbContainerError) -> dict:
-    out = {"error": type(err).__name__, "message": str(err)}
-    for attr in ("step", "errno", "detail"):
-        if hasattr(err, attr):
-            out[attr] = getattr(err, attr)
-    return out
 
 
 def main(argv: list[str]) -> int:

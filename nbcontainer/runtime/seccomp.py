@@ -65,7 +65,7 @@ syncfs sysinfo tee tgkill time timer_create timer_delete timer_getoverrun timer_
 timer_gettime64 timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64
 timerfd_settime timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink
 unlinkat utime utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid write writev
-""".split()
+""".split()  # noqa: SIM905 - as text it reads like moby's list
 
 # Every namespace flag of clone(2): without CAP_SYS_ADMIN, clone may not make a namespace.
 _CLONE_NS_MASK = 0x7E020000
@@ -100,7 +100,8 @@ DEFAULT_PROFILE: dict[str, Any] = {
         _allow("bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie mount "
                "mount_setattr move_mount open_tree perf_event_open quotactl quotactl_fd setdomainname "
                "sethostname setns syslog umount umount2 unshare", includes=_cap("CAP_SYS_ADMIN")),
-        _allow("clone", args=[{"index": 0, "value": _CLONE_NS_MASK, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+        _allow("clone",
+               args=[{"index": 0, "value": _CLONE_NS_MASK, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
                excludes={"caps": ["CAP_SYS_ADMIN"]}),
         # glibc falls back to clone(2) when clone3 says ENOSYS; clone's flags can be checked, clone3's not.
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38, "excludes": _cap("CAP_SYS_ADMIN")},
@@ -155,7 +156,8 @@ def parse_profile(text: str, source: str = "seccomp profile") -> dict[str, Any]:
         if rule.get("action") not in _ACTIONS:
             raise InvalidArgumentError(f"{where}: unknown action {rule.get('action')!r}")
         for arg in rule.get("args") or []:
-            if not isinstance(arg, dict) or arg.get("op") not in _OPS or not isinstance(arg.get("index"), int):
+            if (not isinstance(arg, dict) or arg.get("op") not in _OPS
+                    or not isinstance(arg.get("index"), int)):
                 raise InvalidArgumentError(f"{where}: bad argument condition {arg!r}")
     return profile
 

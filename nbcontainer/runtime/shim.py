@@ -17,7 +17,7 @@ A failed setup is undone by the shim itself (mount, cgroups, container dir) befo
 from __future__ import annotations
 
 import _thread
-import base64
+import contextlib
 import errno
 import json
 import os
@@ -27,9 +27,12 @@ import signal
 import socket
 import time
 
+from nbcontainer.errors import RuntimeSetupError
 from nbcontainer.runtime import _libc as libc
+from nbcontainer.runtime import cgroups, init, network, protocol
 from nbcontainer.runtime import state as _state
-from nbcontainer.runtime import cgroups, init, network
+from nbcontainer.runtime.bundle import Bundle
+from nbcontainer.snapshot.overlay import Mount
 
 NS_ORDER = (("ipc", libc.CLONE_NEWIPC), ("uts", libc.CLONE_NEWUTS), ("net", libc.CLONE_NEWNET),
             ("cgroup", libc.CLONE_NEWCGROUP), ("mnt", libc.CLONE_NEWNS))
@@ -48,22 +51,8 @@ def _after_fork(keep: set[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
-def reply(conn: socket.socket, obj: dict) -> None:
-    try:
-        conn.sendall(json.dumps(obj).encode() + b"\n")
-    except OSError:
-        pass  # the client went away; state.json still tells the story
-
-
-def setup_error(step: str, err: int, detail: str) -> dict:
-    from nbcontainer.errors import RuntimeSetupError
-
-    return {"error": "RuntimeSetupError", "message": str(RuntimeSetupError(step, err, detail)),
-            "step": step, "errno": err, "detail": detail}
-
-
-def spawn(cfg: dict, conn: socket.socket, stdin: bytes | None, seccomp_program: bytes | None) -> int:
-    """Fork the shim of ``cfg`` (called in the runner, which compiled ``seccomp_program``); returns
+def spawn(b: Bundle, conn: socket.socket, stdin: bytes | None, seccomp_program: bytes | None) -> int:
+    """Fork the shim of ``b`` (called in the runner, which compiled ``seccomp_program``); returns
     its pid."""
     pid = os.fork()
     if pid:
@@ -72,9 +61,9 @@ def spawn(cfg: dict, conn: socket.socket, stdin: bytes | None, seccomp_program: 
     try:
         _after_fork({conn.fileno()})
         os.setsid()
-        code = Shim(cfg, conn, stdin, seccomp_program).run()
+        code = Shim(b, conn, stdin, seccomp_program).run()
     except BaseException as err:  # noqa: BLE001 - say why in the runner's log, never unwind
-        _log_crash("shim", cfg.get("id", ""), err)
+        _log_crash("shim", b.spec.id, err)
     finally:
         os._exit(code)
 
@@ -85,17 +74,15 @@ def _log_crash(what: str, cid: str, err: BaseException) -> None:
     os.write(2, f"{what} of container {cid[:12]} crashed:\n{traceback.format_exc()}".encode())
 
 
-def mount_rootfs(rootfs: dict, merged: str) -> None:
+def mount_rootfs(rootfs: Mount, merged: str) -> None:
     """Mount the snapshot's ``Mount`` on ``merged``; its options may be relative to ``cwd``."""
-    if rootfs["type"] == "bind":
-        libc.mount(rootfs["source"], merged, None, libc.MS_BIND | libc.MS_REC)
+    if rootfs.type == "bind":
+        libc.mount(rootfs.source, merged, None, libc.MS_BIND | libc.MS_REC)
         return
-    data = ",".join(o for o in rootfs["options"] if o not in ("ro", "rw", "bind", "rbind"))
-    flags = libc.MS_RDONLY if "ro" in rootfs["options"] else 0
-    if rootfs.get("cwd"):
-        os.chdir(rootfs["cwd"])
+    if rootfs.cwd:
+        os.chdir(rootfs.cwd)
     try:
-        libc.mount(rootfs["source"], merged, rootfs["type"], flags, data)
+        libc.mount(rootfs.source, merged, rootfs.type, libc.MS_RDONLY if rootfs.readonly else 0, rootfs.data)
     finally:
         os.chdir("/")
 
@@ -158,10 +145,8 @@ class _Pump:
 
     def detach(self) -> None:
         if self.attached is not None:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(self.attached)
-            except (KeyError, ValueError):
-                pass
             self.attached.close()
             self.attached = None
 
@@ -178,7 +163,7 @@ class _Pump:
     def step(self, timeout: float | None) -> list[tuple[object, int]]:
         """Serve ready fds; returns the (data, events) of keys that are not ours."""
         other = []
-        for key, events in self.sel.select(timeout):
+        for key, _events in self.sel.select(timeout):
             stream = key.data
             if stream == "stdin":
                 try:
@@ -235,12 +220,9 @@ def _listen_attach(bundle: str) -> socket.socket:
     return s
 
 
-def _set_winsize(readers: list[tuple[int, str]], size: str) -> None:
-    """The client's terminal size (``"rows cols"``) on the pty, before the process starts."""
-    try:
-        rows, cols = (int(x) for x in size.split())
-    except ValueError:
-        return
+def _set_winsize(readers: list[tuple[int, str]], size: tuple[int, int]) -> None:
+    """The client's terminal size (rows, cols) on the pty, before the process starts."""
+    rows, cols = size
     import fcntl
     import struct
     import termios
@@ -283,12 +265,13 @@ def _status_code(status: int) -> int:
 
 
 class Shim:
-    def __init__(self, cfg: dict, conn: socket.socket, stdin: bytes | None, seccomp_program: bytes | None) -> None:
-        self.cfg = cfg
+    def __init__(self, b: Bundle, conn: socket.socket, stdin: bytes | None,
+                 seccomp_program: bytes | None) -> None:
+        self.b = b
         self.seccomp_program = seccomp_program
         self.conn = conn
         self.stdin = stdin
-        self.bundle = cfg["bundle"]
+        self.bundle = b.path
         self.mounted = False
         self.child = 0
         self.net: object = None
@@ -296,29 +279,27 @@ class Shim:
 
     def fail(self, step: str, err: int, detail: str) -> int:
         if self.child:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             os.waitpid(self.child, 0)
         try:
-            network.teardown(self.cfg)
+            network.teardown(self.b)
             if self.mounted:
-                unmount(self.cfg["merged"])
-            cgroups.remove(self.cfg["cgroups"])
+                unmount(self.b.spec.merged)
+            cgroups.remove(self.b.cgroups)
             shutil.rmtree(self.bundle, ignore_errors=True)
         finally:
-            reply(self.conn, setup_error(step, err, detail))
+            protocol.send(self.conn, RuntimeSetupError(step, err, detail))
         return 1
 
     def run(self) -> int:
-        cfg = self.cfg
+        b, spec = self.b, self.b.spec
         try:
-            mount_rootfs(cfg["rootfs"], cfg["merged"])
+            mount_rootfs(spec.rootfs, spec.merged)
         except OSError as err:
             return self.fail("overlay", err.errno or 0, err.strerror or str(err))
         self.mounted = True
-        stdio, readers, stdin_w = _stdio(cfg["tty"], self.stdin)
+        stdio, readers, stdin_w = _stdio(spec.tty, self.stdin)
         sync_r, sync_w = os.pipe()
         joined_r, joined_w = os.pipe()
         pid_r, pid_w = os.pipe()
@@ -326,7 +307,7 @@ class Shim:
         # the reply to the client and ``start`` go on meanwhile (the child waits for it before
         # exec). It must exist before unshare(CLONE_NEWPID), after which clone(CLONE_THREAD)
         # fails; it learns the pid through a pipe and holds no lock across the fork.
-        _thread.start_new_thread(_join_cgroups, (cfg["cgroup_procs"], pid_r, joined_w))
+        _thread.start_new_thread(_join_cgroups, (b.cgroup_procs, pid_r, joined_w))
         try:
             libc.unshare(libc.CLONE_NEWPID)
         except OSError as err:
@@ -335,7 +316,7 @@ class Shim:
         pid = os.fork()
         if pid == 0:
             _after_fork({sync_w, joined_r, *stdio})
-            init.container_init(cfg, sync_w, joined_r, stdio, cfg["tty"], os.path.join(self.bundle, _state.FIFO),
+            init.container_init(b, sync_w, joined_r, stdio, os.path.join(self.bundle, _state.FIFO),
                                 self.seccomp_program)
         self.child = pid
         os.write(pid_w, str(pid).encode())
@@ -352,23 +333,24 @@ class Shim:
                 e = {"step": "init", "errno": 0, "detail": "the container process died during setup"}
             return self.fail(e["step"], e["errno"], e["detail"])
         try:
-            self.net = network.setup(cfg, pid)
+            self.net = network.setup(b, pid)
         except OSError as err:
             return self.fail("network", err.errno or 0, err.strerror or str(err))
         state = _state.update(self.bundle, {
             "network": getattr(self.net, "settings", {}),
-            "id": cfg["id"], "pid": pid, "pid_starttime": _state.starttime(pid),
+            "id": spec.id, "pid": pid, "pid_starttime": _state.starttime(pid),
             "shim_pid": os.getpid(), "shim_starttime": _state.starttime(os.getpid()),
-            "status": "created", "created": cfg["created"], "started_at": "", "finished_at": "",
+            "status": "created", "created": b.created, "started_at": "", "finished_at": "",
             "exit_code": 0, "oom_killed": False,
         })
-        if cfg["tty"] and (cfg.get("annotations") or {}).get("attach") == "1":
+        if spec.tty and spec.attach:
             self.attach_sock = _listen_attach(self.bundle)
-            _set_winsize(readers, (cfg.get("annotations") or {}).get("tty_size", ""))
+            if spec.tty_size:
+                _set_winsize(readers, spec.tty_size)
         # the log exists before anyone hears of the container, so ``logs -f`` never finds it missing
         log_fd = os.open(os.path.join(self.bundle, _state.LOG),
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        reply(self.conn, {"ok": True, "state": state})
+        protocol.send(self.conn, protocol.Created(state))
         self.conn.close()
         return self.supervise(pid, sync_r, readers, stdin_w, log_fd)
 
@@ -408,10 +390,8 @@ class Shim:
                     except OSError:
                         typed = b""
                     if typed and status is None:
-                        try:
+                        with contextlib.suppress(OSError):
                             os.write(tty_w, typed)
-                        except OSError:
-                            pass
                     elif not typed:
                         pump.detach()
                 elif data == ("sync",):
@@ -433,22 +413,20 @@ class Shim:
         return 0
 
     def finish(self, status: int) -> None:
-        cfg = self.cfg
         code = _status_code(status)
-        oom = cgroups.oom_kills(cfg["cgroups"]) > 0
+        oom = cgroups.oom_kills(self.b.cgroups) > 0
+        with contextlib.suppress(OSError):  # delete tries again and reports
+            unmount(self.b.spec.merged)
         try:
-            unmount(cfg["merged"])
-        except OSError:
-            pass  # delete tries again and reports
-        try:
-            network.teardown(cfg)
+            network.teardown(self.b)
         except Exception as err:  # noqa: BLE001 - the exit code matters more; delete tries again
-            _log_crash("network teardown", cfg["id"], err)
-        _state.update(self.bundle, {"network": {}, "status": "exited", "pid": 0, "exit_code": code, "oom_killed": oom,
-                                   "finished_at": _state.now()})
+            _log_crash("network teardown", self.b.spec.id, err)
+        _state.update(self.bundle, {"network": {}, "status": "exited", "pid": 0, "exit_code": code,
+                                    "oom_killed": oom, "finished_at": _state.now()})
 
 
-def spawn_exec(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp_program: bytes | None) -> int:
+def spawn_exec(b: Bundle, state: dict, conn: socket.socket, req: protocol.Exec,
+               seccomp_program: bytes | None) -> int:
     """Fork the exec helper (called in the runner); returns its pid. The helper replies on ``conn``."""
     pid = os.fork()
     if pid:
@@ -456,14 +434,15 @@ def spawn_exec(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp_p
     code = 1
     try:
         _after_fork({conn.fileno()})
-        code = _exec_helper(cfg, state, conn, req, seccomp_program)
+        code = _exec_helper(b, state, conn, req, seccomp_program)
     except BaseException as err:  # noqa: BLE001
-        _log_crash("exec helper", cfg.get("id", ""), err)
+        _log_crash("exec helper", b.spec.id, err)
     finally:
         os._exit(code)
 
 
-def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp_program: bytes | None) -> int:
+def _exec_helper(b: Bundle, state: dict, conn: socket.socket, req: protocol.Exec,
+                 seccomp_program: bytes | None) -> int:
     target = state["pid"]
     try:
         pid_ns = os.open(f"/proc/{target}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -472,17 +451,15 @@ def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp
             raise ProcessLookupError(errno.ESRCH, "the container's PID 1 is gone")
         libc.setns(pid_ns, libc.CLONE_NEWPID)
     except OSError as err:
-        reply(conn, setup_error("setns", err.errno or 0, err.strerror or str(err)))
+        protocol.send(conn, RuntimeSetupError("setns", err.errno or 0, err.strerror or str(err)))
         return 1
-    stdin = base64.b64decode(req["stdin"]) if req.get("stdin") is not None else None
-    stdio, readers, stdin_w = _stdio(req.get("tty", False), stdin)
+    stdio, readers, stdin_w = _stdio(req.tty, req.stdin)
     sync_r, sync_w = os.pipe()
     child = os.fork()
     if child == 0:
         _after_fork({sync_w, *stdio, *(fd for fd, _ in ns_fds)})
-        env = list(cfg["env"]) + list(req.get("env") or [])
-        init.exec_init(cfg, ns_fds, stdio, req.get("tty", False), req["args"], env,
-                       req.get("cwd") or cfg["cwd"], req.get("user") or cfg["user"], sync_w, seccomp_program)
+        init.exec_init(b, ns_fds, stdio, req.tty, req.args, [*b.spec.env, *req.env],
+                       req.cwd or b.spec.cwd, req.user or b.spec.user, sync_w, seccomp_program)
     for fd, _ in ns_fds:
         os.close(fd)
     os.close(sync_w)
@@ -492,23 +469,22 @@ def _exec_helper(cfg: dict, state: dict, conn: socket.socket, req: dict, seccomp
     if msg:
         os.waitpid(child, 0)
         e = json.loads(msg)
-        reply(conn, setup_error(e["step"], e["errno"], e["detail"]))
+        protocol.send(conn, RuntimeSetupError(e["step"], e["errno"], e["detail"]))
         return 1
-    detach = bool(req.get("detach"))
+    detach = req.detach
     if detach:
-        reply(conn, {"ok": True, "exit_code": 0, "stdout": "", "stderr": "", "pid": child})
+        protocol.send(conn, protocol.Finished(0, child))
         conn.close()
     # Docker discards the output of a detached exec; a non-detached one is sent back whole.
     pump = _Pump(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if detach else None)
     for fd, stream in readers:
         pump.add_reader(fd, stream)
     if stdin_w is not None:
-        pump.add_stdin(stdin_w, stdin or b"")
+        pump.add_stdin(stdin_w, req.stdin or b"")
     while pump.open:
         pump.step(None)
     code = _status_code(os.waitpid(child, 0)[1])
     if not detach:
-        reply(conn, {"ok": True, "exit_code": code, "pid": child,
-                     "stdout": base64.b64encode(b"".join(pump.captured["stdout"])).decode(),
-                     "stderr": base64.b64encode(b"".join(pump.captured["stderr"])).decode()})
+        protocol.send(conn, protocol.Finished(code, child, b"".join(pump.captured["stdout"]),
+                                              b"".join(pump.captured["stderr"])))
     return 0

@@ -24,7 +24,8 @@ LOG = "log.jsonl"
 def now() -> str:
     """The current time as RFC 3339 with nanoseconds, UTC (Docker's ``time`` field)."""
     ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+    return f"{seconds}.{ns % 1_000_000_000:09d}Z"
 
 
 def starttime(pid: int) -> int:

@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,11 @@ class ContainerLayer:
     key: str
     path: Path  # overlay/<key>
     lower: tuple[str, ...]  # short links, top first
+
+    @property
+    def lower_dirs(self) -> tuple[Path, ...]:
+        """The image layers' ``diff`` dirs, top first, resolved through the short links."""
+        return tuple(Path(os.path.realpath(self.path.parent / x)) for x in self.lower)
 
     @property
     def upper(self) -> Path:
@@ -195,6 +200,41 @@ class Snapshotter:
             (meta_tmp / "cache_id").write_text(cache_id)
             os.replace(meta_tmp, self.layers_dir / _hex(chain_id))
             return self.layer(chain_id)
+
+    def unpack_blob(self, chain_id: str, parent: str, diff_id: str, blob: Path,
+                    progress: Callable[[int], None] | None = None) -> LayerInfo:
+        """Unpack one stored layer blob (plain or compressed tar) as ``chain_id`` over ``parent``."""
+        from nbcontainer.layers.apply import apply_layer
+
+        def apply(d: Path) -> object:
+            return apply_layer(str(blob), str(d), progress=progress)
+
+        return self.unpack(chain_id, parent, diff_id, apply)
+
+    def unpack_image(self, layers: Sequence[tuple[Path, str, str]], *,
+                     progress: Callable[[int], None] | None = None, undo_on_error: bool = False) -> list[str]:
+        """The one unpack loop (run, pull, load, import, bootstrap): ``layers`` are ``(blob, diff_id,
+        chain_id)`` bottom first; each layer not yet on disk is unpacked over the one below.
+
+        Returns the chain ids unpacked now. With ``undo_on_error`` a failure removes them again, so
+        a hostile or broken layer leaves nothing behind.
+        """
+        done: list[str] = []
+        parent = ""
+        try:
+            for blob, diff_id, chain in layers:
+                if not self.has_layer(chain):
+                    if not blob.exists():
+                        raise NotFoundError(f"layer blob of {diff_id} not found")
+                    self.unpack_blob(chain, parent, diff_id, blob, progress)
+                    done.append(chain)
+                parent = chain
+        except BaseException:
+            if undo_on_error:
+                for chain in reversed(done):
+                    self.remove_layer(chain)
+            raise
+        return done
 
     def _new_link(self) -> str:
         while True:
@@ -318,15 +358,6 @@ class Snapshotter:
             trash = self.overlay_dir / f".rm-{key}"
             os.replace(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
-
-    def container_keys(self) -> list[str]:
-        used = {info.cache_id for info in self.layers()}
-        return [
-            e.name for e in os.scandir(self.overlay_dir)
-            if e.is_dir() and e.name not in ("l", "empty") and not e.name.startswith(".") and e.name not in used
-        ]
-
-    # -- repair ---------------------------------------------------------------------------
 
     def fsck(self, *, repair: bool = False) -> list[str]:
         """Report (and with ``repair`` remove) temp dirs, dangling links and orphan dirs."""

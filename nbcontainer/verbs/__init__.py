@@ -13,9 +13,9 @@ from typing import Any
 
 from nbcontainer.errors import InvalidArgumentError
 from nbcontainer.verbs import containers, images, networks, registry
-from nbcontainer.verbs.grammar import ArgumentParser, HelpShown, Result, Verb, build_parser
+from nbcontainer.verbs.grammar import ArgumentParser, HelpShown, Result, Verb, build_parser, verb_name
 
-__all__ = ["VERBS", "ArgumentParser", "HelpShown", "Result", "Verb", "call", "parser"]
+__all__ = ["VERBS", "ArgumentParser", "HelpShown", "Result", "Verb", "call", "parser", "parser_for"]
 
 VERBS: tuple[Verb, ...] = (
     # images
@@ -38,6 +38,14 @@ _BY_NAME = {v.name: v for v in VERBS}
 def parser(prog: str = "nbcontainer") -> ArgumentParser:
     """The grammar of every verb, built once per prog (the magics parse on every call)."""
     return build_parser(VERBS, prog)
+
+
+def parser_for(argv: list[str], prog: str = "nbcontainer") -> ArgumentParser:
+    """The grammar one command line needs: its verb's alone (the CLI's start-up is measured), else all."""
+    name = verb_name(argv)
+    if name is None or name not in _BY_NAME:
+        return parser(prog)
+    return build_parser((_BY_NAME[name],), prog)
 
 
 def call(engine: Any, args: argparse.Namespace) -> Result:

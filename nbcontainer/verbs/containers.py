@@ -194,7 +194,8 @@ def ps(engine: Any, a: argparse.Namespace) -> Result:
         return Result(rows, "lines", lines=[r.id if a.no_trunc else r.id[:12] for r in rows])
     return Result(
         rows, columns=["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-        rows=[[r.id if a.no_trunc else r.id[:12], r.image, '"' + (r.command if a.no_trunc else D.trunc(r.command, 20)) + '"',
+        rows=[[r.id if a.no_trunc else r.id[:12], r.image,
+               '"' + (r.command if a.no_trunc else D.trunc(r.command, 20)) + '"',
                D.since(r.created), r.status, r.ports, r.name] for r in rows],
         frame="ps",
     )
@@ -275,4 +276,5 @@ def _cprune_args(p: argparse.ArgumentParser) -> None:
 @_cprune_args
 def container_prune(engine: Any, a: argparse.Namespace) -> Result:
     gone = engine.container_prune()
-    return Result(gone, "lines", lines=["Deleted Containers:"] + gone if gone else ["Total reclaimed space: 0B"])
+    lines = ["Deleted Containers:", *gone] if gone else ["Total reclaimed space: 0B"]
+    return Result(gone, "lines", lines=lines)

@@ -91,9 +91,7 @@ def verb(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], 
 def build_parser(verbs: tuple[Verb, ...], prog: str = "nbcontainer") -> ArgumentParser:
     """The grammar of ``verbs``; :func:`nbcontainer.verbs.parser` builds it once per prog."""
     parser = ArgumentParser(prog=prog, description="Learn, run and analyse Linux containers.")
-    parser.add_argument("--root", help="store root (default $NBCONTAINER_ROOT or /var/lib/nbcontainer)")
-    parser.add_argument("--format", dest="output_format", choices=["table", "json"], default="table",
-                        help="json: one JSON object per line")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=ArgumentParser)
     for v in verbs:
         # run/create use -h for --hostname, as Docker does; --help still works
@@ -106,3 +104,21 @@ def build_parser(verbs: tuple[Verb, ...], prog: str = "nbcontainer") -> Argument
             # the magics' own option; an option of the verb, so a container's arguments keep theirs
             p.add_argument("--out", metavar="NAME", help="also store the result in this variable")
     return parser
+
+
+def verb_name(argv: list[str]) -> str | None:
+    """The verb a command line names (after the global options), or None; parses nothing else."""
+    pre = ArgumentParser(add_help=False)
+    _global_options(pre)
+    pre.add_argument("verb", nargs="?")
+    pre.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        return pre.parse_args(argv).verb
+    except InvalidArgumentError:
+        return None
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", help="store root (default $NBCONTAINER_ROOT or /var/lib/nbcontainer)")
+    parser.add_argument("--format", dest="output_format", choices=["table", "json"], default="table",
+                        help="json: one JSON object per line")

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from nbcontainer.analysis import units as D
-from nbcontainer.verbs.grammar import Result, verb
 from nbcontainer.errors import InvalidArgumentError
+from nbcontainer.verbs.grammar import Result, verb
 
 _ACTIONS = ("create", "ls", "inspect", "rm", "prune", "addresses")
 
@@ -41,14 +41,14 @@ def network(engine: Any, a: argparse.Namespace) -> Result:
     if a.action == "addresses":
         rows = engine.addresses()
         return Result(rows, columns=["CONTAINER ID", "NAME", "NETWORK", "IP ADDRESS", "MAC ADDRESS", "PORTS"],
-                      rows=[[r.container[:12], r.name, r.network, f"{r.ip_address}/{r.prefix_len}", r.mac_address,
-                             r.ports] for r in rows], frame="addresses")
+                      rows=[[r.container[:12], r.name, r.network, f"{r.ip_address}/{r.prefix_len}",
+                             r.mac_address, r.ports] for r in rows], frame="addresses")
     rows = engine.network_ls()
     if a.quiet:
         return Result(rows, "lines", lines=[r.id[:12] for r in rows])
     return Result(rows, columns=["NETWORK ID", "NAME", "DRIVER", "BRIDGE", "SUBNET", "CONTAINERS", "CREATED"],
-                  rows=[[r.id[:12], r.name, r.driver, r.bridge, r.subnet, str(r.containers), D.since(r.created)]
-                        for r in rows], frame="networks")
+                  rows=[[r.id[:12], r.name, r.driver, r.bridge, r.subnet, str(r.containers),
+                         D.since(r.created)] for r in rows], frame="networks")
 
 
 @verb("port", "list a container's published ports")

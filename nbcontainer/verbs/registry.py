@@ -9,16 +9,16 @@ of being printed, so a notebook cell shows them once.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbcontainer.analysis import units as D
-from nbcontainer.verbs.grammar import Result, verb
 from nbcontainer.errors import InvalidArgumentError, NotFoundError
-from nbcontainer.oci import Reference
-from nbcontainer.transfer.progress import LineProgress, TqdmProgress
+from nbcontainer.verbs.grammar import Result, verb
+
+if TYPE_CHECKING:  # loaded by the verbs that move images, not by every start of the CLI
+    from nbcontainer.transfer.progress import LineProgress, TqdmProgress
 
 
 def _in_ipython() -> bool:
@@ -35,6 +35,8 @@ def _transfer_args(p: argparse.ArgumentParser, quiet_help: str) -> None:
 
 
 def _progress(a: argparse.Namespace) -> LineProgress | TqdmProgress | None:
+    from nbcontainer.transfer.progress import LineProgress, TqdmProgress
+
     if a.quiet or getattr(a, "output_format", "table") == "json":
         return None
     mode = a.progress if a.progress != "auto" else ("tqdm" if _in_ipython() else "plain")
@@ -43,6 +45,8 @@ def _progress(a: argparse.Namespace) -> LineProgress | TqdmProgress | None:
 
 def _kept(progress: LineProgress | TqdmProgress | None) -> list[str]:
     """The global lines a tqdm sink kept (a plain sink has printed them already)."""
+    from nbcontainer.transfer.progress import TqdmProgress
+
     return progress.lines if isinstance(progress, TqdmProgress) else []
 
 
@@ -55,6 +59,8 @@ def _pull_args(p: argparse.ArgumentParser) -> None:
 
 @_pull_args
 def pull(engine: Any, a: argparse.Namespace) -> Result:
+    from nbcontainer.oci import Reference
+
     progress = _progress(a)
     res = engine.pull(a.ref, platform=a.platform, progress=progress, insecure=a.insecure)
     return Result(res, "lines", lines=[*_kept(progress), str(Reference.parse(a.ref))])
@@ -69,6 +75,8 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 @_push_args
 def push(engine: Any, a: argparse.Namespace) -> Result:
+    from nbcontainer.oci import Reference
+
     progress = _progress(a)
     digest = engine.push(a.ref, a.target, progress=progress, insecure=a.insecure)
     if a.quiet:
@@ -97,10 +105,13 @@ def login(engine: Any, a: argparse.Namespace) -> Result:
         print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
     if username is None or password is None:
         if not (sys.stdin.isatty() or _in_ipython()):
-            raise InvalidArgumentError(
-                "login: cannot prompt for credentials without a terminal (use -u with -p or --password-stdin)")
+            raise InvalidArgumentError("login: cannot prompt for credentials without a terminal "
+                                       "(use -u with -p or --password-stdin)")
         username = username if username is not None else input("Username: ")
-        password = password if password is not None else getpass.getpass("Password: ")
+        if password is None:
+            import getpass
+
+            password = getpass.getpass("Password: ")
     if not username or not password:
         raise InvalidArgumentError("login: a username and a password are needed")
     engine.login(a.registry, username, password, insecure=a.insecure)

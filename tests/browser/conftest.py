@@ -8,6 +8,7 @@ touched. The kernel spec and the widget lab extension are still found in the ven
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,7 +25,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from nbc_testing import alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,14 +153,10 @@ class Lab:
         pid = self.proc.pid
         if self.proc.poll() is None:
             # Shut the kernels down through the server first: that is the clean way to end them.
-            try:
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
                 for k in self.api("GET", "api/kernels"):  # type: ignore[union-attr]
-                    try:
+                    with contextlib.suppress(urllib.error.URLError, OSError):
                         self.api("DELETE", f"api/kernels/{k['id']}", timeout=30)
-                    except (urllib.error.URLError, OSError):
-                        pass
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
         # Remember what the server started (kernels, and what they left running) before it goes.
         left = _descendants(pid)
         if self.proc.poll() is None:
@@ -179,10 +175,8 @@ class Lab:
             time.sleep(0.05)
         for p in left:
             if p != runner and alive(p):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 @pytest.fixture
@@ -190,7 +184,7 @@ def lab():
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from nbc_testing import cleanup_engine  # noqa: PLC0415
+    from nbc_testing import cleanup_engine
 
     from nbcontainer import Engine
 

@@ -4,11 +4,14 @@ The fixture (``conftest.py``) starts JupyterLab on 127.0.0.1 over a tmp dir and 
 test opens the tutorial notebook, runs every cell through JupyterLab's own ``notebook:run-all-cells``
 command (the app is exposed as ``window.jupyterapp`` with ``--expose-app-in-browser``), waits for the
 kernel to finish, then checks that DiffView and UnionMountView were drawn by the widget manager with the
-expected paths, that no cell failed, and saves screenshots to ``docs/``.
+expected paths, that no cell failed, and takes screenshots: into the test's tmp dir, or into the dir
+named by ``NBC_SCREENSHOTS`` (relative to the repo; ``make screenshots`` refreshes ``docs/``), so a test
+run leaves the work tree as it found it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,7 +20,6 @@ import pytest
 # Skips (not root, no /usr/bin/chromium, no /bin/busybox, no playwright) happen in the `lab` fixture.
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = "01-images-and-containers.ipynb"
-DOCS = REPO / "docs"
 RUN_TIMEOUT = 180
 
 # The open notebook panel, or null while it (or its kernel) is not ready yet.
@@ -97,7 +99,7 @@ def _wait_done(page, log) -> dict:
     pytest.fail(f"the notebook did not finish in {RUN_TIMEOUT} s: {state}\nserver log:\n{log()}")
 
 
-def test_tutorial_notebook_renders_its_widgets_in_jupyterlab(lab, page):
+def test_tutorial_notebook_renders_its_widgets_in_jupyterlab(lab, page, tmp_path):
     page.goto(lab.url(f"lab/tree/{NOTEBOOK}"))
     try:
         page.wait_for_function(_KERNEL_IDLE, timeout=90_000, polling=250)
@@ -145,13 +147,15 @@ def test_tutorial_notebook_renders_its_widgets_in_jupyterlab(lab, page):
     # LayerExplorer at the end rendered too
     assert page.locator(".jp-OutputArea-output", has_text="layers of testfile").count() == 1
 
-    DOCS.mkdir(exist_ok=True)
+    target = os.environ.get("NBC_SCREENSHOTS")  # absolute, or relative to the repo
+    shots = REPO / target if target else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")  # no "unsaved" dot
     # Bring the DiffView cell to the top of the notebook viewport, then shoot the window.
     diff.evaluate("e => e.closest('.jp-Cell').scrollIntoView({block: 'start'})")
     page.wait_for_timeout(300)
-    page.screenshot(path=str(DOCS / "screenshot-lab.png"), full_page=True)
-    diff.screenshot(path=str(DOCS / "screenshot-diffview.png"))
-    union.screenshot(path=str(DOCS / "screenshot-unionmountview.png"))
-    assert (DOCS / "screenshot-lab.png").stat().st_size > 10_000
+    page.screenshot(path=str(shots / "screenshot-lab.png"), full_page=True)
+    diff.screenshot(path=str(shots / "screenshot-diffview.png"))
+    union.screenshot(path=str(shots / "screenshot-unionmountview.png"))
+    assert (shots / "screenshot-lab.png").stat().st_size > 10_000
     print(f"notebook ran in {elapsed:.1f} s")

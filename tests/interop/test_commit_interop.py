@@ -58,10 +58,15 @@ def debian_tar(tmp_path_factory):
     if shutil.which("mmdebstrap") is None:
         pytest.skip("mmdebstrap is not installed")
     out = tmp_path_factory.mktemp("debian") / "debian.tar"
-    proc = subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(out)],
+    # Not --quiet: that hides apt's own errors, the only place that says why a mirror failed.
+    proc = subprocess.run(["mmdebstrap", "--variant=minbase", "bookworm", str(out)],
                           capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
-        pytest.skip(f"mmdebstrap could not reach a Debian mirror: {proc.stderr.strip()[-200:]}")
+        errors = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("I: "))
+        unreachable = ("Temporary failure resolving", "Could not resolve", "Could not connect")  # apt's words
+        if any(m in proc.stderr for m in unreachable):
+            pytest.skip(f"mmdebstrap could not reach a Debian mirror: {errors[-300:]}")
+        pytest.fail(f"mmdebstrap failed ({proc.returncode}):\n{errors[-3000:]}")
     return out
 
 

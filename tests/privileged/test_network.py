@@ -9,6 +9,7 @@ checks at teardown, also when it failed, that none of its links, leases or nft r
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
@@ -29,7 +30,8 @@ pytestmark = [
 
 
 def _nft_table() -> str:
-    res = subprocess.run(["nft", "list", "table", "ip", "nbcontainer"], capture_output=True, text=True, check=False)
+    res = subprocess.run(["nft", "list", "table", "ip", "nbcontainer"], capture_output=True, text=True,
+                         check=False)
     return res.stdout if res.returncode == 0 else ""
 
 
@@ -88,17 +90,14 @@ def nets(busybox_engine):
     yield n
     e = busybox_engine
     for s in e.runtime.list():
-        try:
+        with contextlib.suppress(Exception):  # keep cleaning, the checks below tell
             e.rm(s.id, force=True)
-        except Exception:  # noqa: BLE001 - keep cleaning, the checks below tell
-            pass
     for name, _, _ in n.made:
-        try:
+        with contextlib.suppress(Exception):  # removed by the test already
             e.network_rm(name)  # takes its bridge and nft rules down
-        except Exception:  # noqa: BLE001 - removed by the test already
-            pass
     root = str(e.root)
-    leases = json.loads((e.root / "network" / "leases.json").read_text()) if (e.root / "network" / "leases.json").exists() else {}
+    lease_file = e.root / "network" / "leases.json"
+    leases = json.loads(lease_file.read_text()) if lease_file.exists() else {}
     links = os.listdir("/sys/class/net")
     table = _nft_table()
     left = _ours(root)
@@ -116,10 +115,11 @@ def nets(busybox_engine):
 def test_two_containers_talk_tcp_by_name(busybox_engine, nets):
     e = busybox_engine
     net, _, _ = nets.new()
-    e.run("busybox", ["sh", "-c", "mkdir -p /www && echo hello from web > /www/index.html && "
-                      "exec httpd -f -p 8080 -h /www"], detach=True, name="web", network=net)
-    r = e.run("busybox", ["sh", "-c", "cat /etc/hosts; for i in 1 2 3 4 5; do "
-                          "wget -qO- http://web:8080/index.html && exit 0; sleep 0.2; done; exit 1"],
+    e.run("busybox", ["sh", "-c", ("mkdir -p /www && echo hello from web > /www/index.html && "
+                                   "exec httpd -f -p 8080 -h /www")], detach=True, name="web", network=net)
+    r = e.run("busybox", ["sh", "-c", ("cat /etc/hosts; for i in 1 2 3 4 5; do "
+                                       "wget -qO- http://web:8080/index.html && exit 0; sleep 0.2; done; "
+                                       "exit 1")],
               name="client", network=net, remove=True)
     assert r.exit_code == 0, r.stderr
     assert b"hello from web" in r.stdout
@@ -173,13 +173,14 @@ def test_container_on_another_network_cannot_connect(busybox_engine, nets):
     e.run("busybox", ["httpd", "-f", "-p", "8080", "-h", "/etc"], detach=True, name="web-a", network=net_a)
     ip = e.inspect_container("web-a")["NetworkSettings"]["IPAddress"]
     # busybox 1.35's ``wget -T`` crashes on a refused connection: retry, and bound with ``timeout``.
-    retry = f"for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://{ip}:8080/passwd && exit 0; sleep 0.2; done; exit 1"
+    retry = (f"for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://{ip}:8080/passwd && exit 0; sleep 0.2; "
+             "done; exit 1")
     same = e.run("busybox", ["sh", "-c", retry], network=net_a, remove=True)
     assert same.exit_code == 0 and b"root:" in same.stdout
     # under sh (a second command keeps it from exec'ing): PID 1 of a pid namespace would ignore
     # the SIGTERM of ``timeout``
-    other = e.run("busybox", ["sh", "-c", f"timeout 2 wget -qO- http://{ip}:8080/passwd; exit $?"], network=net_b,
-                  remove=True)
+    other = e.run("busybox", ["sh", "-c", f"timeout 2 wget -qO- http://{ip}:8080/passwd; exit $?"],
+                  network=net_b, remove=True)
     assert other.exit_code != 0 and b"root:" not in other.stdout
     by_name = e.run("busybox", ["cat", "/etc/hosts"], network=net_b, remove=True)
     assert b"web-a" not in by_name.stdout
@@ -254,7 +255,8 @@ def test_network_verbs_and_frames(busybox_engine, nets):
     assert list(df["subnet"])[1] == subnet and str(df["containers"].dtype) == "int64"
     e.run("busybox", ["sleep", "60"], detach=True, name="member", network=net)
     e.run("busybox", ["sleep", "60"], detach=True, name="joiner", network="container:member")
-    assert verb("network", "inspect", "frontend").value[0]["Options"]["com.docker.network.bridge.name"] == bridge
+    options = verb("network", "inspect", "frontend").value[0]["Options"]
+    assert options["com.docker.network.bridge.name"] == bridge
     assert [c["Name"] for c in e.network_inspect("frontend")["Containers"].values()] == ["member"]
     joined = e.exec("joiner", ["cat", "/sys/class/net/eth0/address"]).stdout.decode().strip()
     assert joined == e.inspect_container("member")["NetworkSettings"]["MacAddress"]

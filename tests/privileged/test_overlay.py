@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from nbcontainer.layers.apply import apply_layer, write_layer
+from nbcontainer.layers import apply_layer, write_layer
 from nbcontainer.oci import chain_ids
 from nbcontainer.snapshot import Snapshotter
 

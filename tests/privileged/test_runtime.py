@@ -13,6 +13,7 @@ import pytest
 
 from nbcontainer.errors import AlreadyExistsError, InvalidArgumentError, StateTransitionError
 from nbcontainer.runtime import RunResult, cgroups
+from nbcontainer.runtime.bundle import Volume
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and overlay mounts")
 
@@ -86,6 +87,51 @@ def test_top_lists_the_process_with_host_pids(store):
     assert rows[0]["UID"] == "root"
 
 
+def _count_state_calls(monkeypatch, runtime) -> list[str]:
+    calls: list[str] = []
+    state = runtime.state
+
+    def counted(id: str):
+        calls.append(id)
+        return state(id)
+
+    monkeypatch.setattr(runtime, "state", counted)
+    return calls
+
+
+def test_run_computes_the_state_at_most_twice(store, monkeypatch):
+    calls = _count_state_calls(monkeypatch, store.runtime)
+    res = sh(store, "echo out; echo err >&2; exit 3")
+    assert (res.exit_code, res.stdout, res.stderr, res.oom_killed) == (3, b"out\n", b"err\n", False)
+    assert len(calls) <= 2, calls
+    calls.clear()
+    spec = store.make_spec("sleep", "30")
+    st = store.runtime.run(spec, detach=True)
+    assert (st.status, st.id) == ("running", spec.id) and st.pid > 0
+    assert len(calls) <= 2, calls
+
+
+def test_attach_relays_the_pty_sized_before_start(store):
+    spec = store.make_spec("sh", "-c", "stty size; read line; echo got $line", tty=True, attach=True,
+                           tty_size=(33, 101))
+    store.runtime.create(spec)
+    sock = store.runtime.attach(spec.id)
+    try:
+        store.runtime.start(spec.id)
+        sock.sendall(b"hi\n")
+        sock.settimeout(10)
+        seen = b""
+        while b"got hi" not in seen:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        sock.close()
+    assert b"33 101" in seen and b"got hi" in seen, seen
+    assert store.runtime.wait(spec.id, timeout=10) == 0
+
+
 def test_exit_code_propagates(store):
     assert sh(store, "exit 42").exit_code == 42
 
@@ -156,7 +202,7 @@ def test_user_by_name_and_volume(store, tmp_path):
     vol.mkdir()
     (vol / "in").write_text("from host\n")
     res = sh(store, "id -u; cat /data/in; touch /data/out 2>&1 || true", user="nobody",
-             mounts=[{"source": str(vol), "destination": "/data", "readonly": True}])
+             mounts=[Volume(str(vol), "/data", readonly=True)])
     assert res.stdout.decode().splitlines()[:2] == ["65534", "from host"]
     assert not (vol / "out").exists()
 
@@ -191,7 +237,7 @@ def test_name_in_use_is_refused_and_leaves_nothing(store):
 
 
 def test_bad_volume_path_is_refused_and_leaves_nothing(store):
-    spec = store.make_spec("true", mounts=[{"source": "/no/such/dir", "destination": "/data"}])
+    spec = store.make_spec("true", mounts=[Volume("/no/such/dir", "/data")])
     with pytest.raises(InvalidArgumentError, match="/no/such/dir"):
         store.runtime.create(spec)
     assert not (store.root / "containers" / spec.id).exists()

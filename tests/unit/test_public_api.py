@@ -15,6 +15,18 @@ def test_import_stays_light():
     import subprocess
     import sys
 
-    code = "import sys, nbcontainer; print(' '.join(m for m in ('pandas', 'ipywidgets', 'matplotlib', 'IPython', 'pyroute2') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == ""
+    heavy = ("pandas", "httpx", "pyroute2", "ipywidgets", "matplotlib", "IPython", "tqdm", "zstandard",
+             "pyseccomp", "nbcontainer.engine", "nbcontainer.notebook")
+    code = f"import sys, nbcontainer; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
+
+
+def test_the_engine_loads_on_first_use():
+    import subprocess
+    import sys
+
+    code = "from nbcontainer import Engine, Reference; print(Engine.__module__, Reference.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["nbcontainer.engine", "nbcontainer.oci"]
+    assert {"Engine", "default_root", "Reference"} <= set(dir(nbcontainer))

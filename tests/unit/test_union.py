@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from nbcontainer.engine.containers import upper_changes
 from nbcontainer.analysis.union import merged, union
+from nbcontainer.layers import upper_changes
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts are char devices 0/0: mknod needs root")
 

@@ -77,13 +77,3 @@ def _quiet(script: str) -> None:
     """Removal is idempotent: a missing element or table is what we wanted anyway."""
     subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
 
-
-def has_bridge(bridge: str) -> bool:
-    res = subprocess.run(["nft", "list", "set", *TABLE.split(), "bridges"], capture_output=True, text=True,
-                         check=False)
-    return res.returncode == 0 and f'"{bridge}"' in res.stdout
-
-
-def table_exists() -> bool:
-    return subprocess.run(["nft", "list", "table", *TABLE.split()], capture_output=True,
-                          check=False).returncode == 0

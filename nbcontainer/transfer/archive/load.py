@@ -16,25 +16,24 @@ after every blob of every image is stored: a failed load lists nothing new.
 
 from __future__ import annotations
 
-import bz2
+import contextlib
 import fcntl
-import gzip
+import functools
 import hashlib
 import json
-import lzma
 import os
 import platform
 import posixpath
 import re
 import tarfile
 import tempfile
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Self
 
+from nbcontainer.compression import open_decompressed, sniff_compression  # the latter for sources' re-export
 from nbcontainer.errors import DigestMismatchError, InvalidArgumentError, NotFoundError, UnsafeArchiveError
 from nbcontainer.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -116,69 +115,7 @@ def load(store: ImageStore, src: str | os.PathLike, *, progress: Progress | None
     return [LoadedImage(listed[p.manifest.digest], list(p.names)) for p in pending]
 
 
-# -- compression -------------------------------------------------------------------------------
-
-_MAGIC = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2"}
-
-
-def sniff_compression(head: bytes) -> str:
-    """``gzip``, ``xz``, ``zstd``, ``bzip2`` from the first bytes of a stream, else ``""``."""
-    for magic, kind in _MAGIC.items():
-        if head.startswith(magic):
-            return kind
-    return ""
-
-
-def open_decompressed(f: BinaryIO) -> tuple[BinaryIO, str]:
-    """Wrap ``f`` in the decompressor its magic bytes call for; returns ``(reader, compression)``."""
-    head = f.read(6)
-    kind = sniff_compression(head)
-    raw: BinaryIO = _Prefixed(head, f)  # type: ignore[assignment]
-    if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), kind  # type: ignore[return-value]
-    if kind == "xz":
-        return lzma.LZMAFile(raw), kind  # type: ignore[return-value]
-    if kind == "bzip2":
-        return bz2.BZ2File(raw), kind  # type: ignore[return-value]
-    if kind == "zstd":
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True)
-        return reader, kind  # type: ignore[return-value]
-    return raw, kind
-
-
-_DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, lzma.LZMAError, OSError)
-
-
-def _decompress_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - a declared dependency
-        return _DECOMPRESS_ERRORS
-    return _DECOMPRESS_ERRORS + (zstandard.ZstdError,)
-
-
-class _Prefixed:
-    """A reader that yields ``head`` and then the rest of ``f`` (the magic bytes already read)."""
-
-    def __init__(self, head: bytes, f: BinaryIO) -> None:
-        self._head = head
-        self._f = f
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n is None or n < 0:
-                data, self._head = self._head + self._f.read(), b""
-                return data
-            data, self._head = self._head[:n], self._head[n:]
-            if len(data) < n:
-                data += self._f.read(n - len(data))
-            return data
-        return self._f.read(n)
-
-    def readable(self) -> bool:
-        return True
+# -- reading -----------------------------------------------------------------------------------
 
 
 class _Hashing:
@@ -366,19 +303,16 @@ def _open_source(path: Path, label: str, store: ImageStore, stack: ExitStack) ->
         f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - it is a context manager
     except FileNotFoundError:
         raise NotFoundError(f"archive {label!r} not found") from None
-    reader, kind = open_decompressed(f)
-    if not kind:
-        return _TarSource(path, label, stack)
-    # Random access needs a plain file: decompress once into the store's ingest dir.
-    fd, tmp = tempfile.mkstemp(dir=store.content.ingest_dir, prefix="load-")
-    stack.callback(_unlink, tmp)
-    with os.fdopen(fd, "wb") as out:
-        fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # a concurrent ingest sweep skips it
-        try:
+    with open_decompressed(f, corrupt=lambda kind, err: _truncated(label, f"{kind}: {err}")) as reader:
+        if not reader.compression:
+            return _TarSource(path, label, stack)
+        # Random access needs a plain file: decompress once into the store's ingest dir.
+        fd, tmp = tempfile.mkstemp(dir=store.content.ingest_dir, prefix="load-")
+        stack.callback(_unlink, tmp)
+        with os.fdopen(fd, "wb") as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # a concurrent ingest sweep skips it
             while chunk := reader.read(CHUNK):
                 out.write(chunk)
-        except _decompress_errors() as err:
-            raise _truncated(label, f"{kind}: {err}") from None
     return _TarSource(Path(tmp), label, stack)
 
 
@@ -387,10 +321,8 @@ def _truncated(label: str, detail: str = "") -> InvalidArgumentError:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # -- the loader --------------------------------------------------------------------------------
@@ -499,7 +431,7 @@ class _Loader:
         blobs = [(f"blobs/sha256/{x.digest.hex}", x.digest, x) for x in manifest.layers]
         # A manifest over plain tar layers is already what the store keeps: keep its bytes.
         as_is = all(layer_compression(x.media_type) == "" and x.digest == d
-                    for x, d in zip(manifest.layers, config.diff_ids))
+                    for x, d in zip(manifest.layers, config.diff_ids, strict=True))
         self._image(manifest.config.digest, config_bytes, config, blobs,
                     (desc, data) if as_is else None, names)
 
@@ -507,7 +439,7 @@ class _Loader:
 
     def _image(
         self, config_digest: Digest, config_bytes: bytes, config: ImageConfig,
-        blobs: list[tuple[str, Digest | None, Descriptor | None]],
+        blobs: Sequence[tuple[str, Digest | None, Descriptor | None]],
         manifest: tuple[Descriptor, bytes] | None, names: list[str],
     ) -> None:
         pending = self.pending.get(config_digest)
@@ -520,7 +452,7 @@ class _Loader:
 
     def _store_image(
         self, config_digest: Digest, config_bytes: bytes, config: ImageConfig,
-        blobs: list[tuple[str, Digest | None, Descriptor | None]],
+        blobs: Sequence[tuple[str, Digest | None, Descriptor | None]],
         manifest: tuple[Descriptor, bytes] | None,
     ) -> Descriptor:
         content = self.store.content
@@ -530,7 +462,7 @@ class _Loader:
             return Descriptor(have.manifest.media_type, have.manifest_digest,
                               content.size(have.manifest_digest))
         layers = [self._layer(name, blob, desc, diff_id)
-                  for (name, blob, desc), diff_id in zip(blobs, config.diff_ids)]
+                  for (name, blob, desc), diff_id in zip(blobs, config.diff_ids, strict=True)]
         content.put(config_bytes, config_digest, what=f"{self.label}: config")
         if manifest is not None:
             desc, data = manifest
@@ -548,25 +480,29 @@ class _Loader:
                 raise self.source.missing(what)
             return Descriptor(MT_OCI_LAYER, diff_id, content.size(diff_id))
         with self.source.open(name, what) as f, content.writer() as w:
-            hashing = _Hashing(f, self.progress)  # type: ignore[arg-type]
-            kind = ""
+            hashing = _Hashing(f, self.progress)
             try:
-                reader, kind = open_decompressed(hashing)  # type: ignore[arg-type]
-                # A plain layer named by its diff_id is verified by the writer's own hash.
-                hashing.verify = bool(kind) or (blob is not None and blob != diff_id)
-                while chunk := reader.read(CHUNK):
-                    w.write(chunk)
+                corrupt = functools.partial(self._corrupt, what)
+                with open_decompressed(hashing, corrupt=corrupt) as reader:
+                    # A plain layer named by its diff_id is verified by the writer's own hash.
+                    hashing.verify = bool(reader.compression) or (blob is not None and blob != diff_id)
+                    while chunk := reader.read(CHUNK):
+                        w.write(chunk)
                 hashing.drain()
             except (EOFError, tarfile.ReadError) as err:
                 raise _truncated(self.label, f"{what}: {err}") from None
-            except _decompress_errors() as err:
-                raise InvalidArgumentError(f"{self.label}: {what} is corrupt ({kind}: {err})") from None
             if hashing.verify and blob is not None and hashing.digest != blob:
                 raise DigestMismatchError(f"{self.label}: {what}", blob, hashing.digest)
             if desc is not None and hashing.size != desc.size:
-                raise DigestMismatchError(f"{self.label}: {what}", f"size {desc.size}", f"size {hashing.size}")
+                raise DigestMismatchError(f"{self.label}: {what}", f"size {desc.size}",
+                                          f"size {hashing.size}")
             w.commit(diff_id, what=f"{self.label}: {what} (diff_id)")
             return Descriptor(MT_OCI_LAYER, diff_id, w.size)
+
+    def _corrupt(self, what: str, kind: str, err: Exception) -> InvalidArgumentError:
+        if isinstance(err, EOFError):
+            return _truncated(self.label, f"{what}: {err}")
+        return InvalidArgumentError(f"{self.label}: {what} is corrupt ({kind}: {err})")
 
     def _name(self, name: str) -> str:
         try:

@@ -17,20 +17,22 @@ remembers which compressed blobs a diff_id was pulled as or pushed as, and where
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import platform as _platform
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
 
+from nbcontainer.compression import open_decompressed
 from nbcontainer.errors import DigestMismatchError, InvalidArgumentError, NotFoundError, RegistryError
 from nbcontainer.oci import (
     INDEX_TYPES,
@@ -46,10 +48,10 @@ from nbcontainer.oci import (
     Reference,
     layer_compression,
 )
-from nbcontainer.transfer.registry.auth import RegistrySession, _error_text
 from nbcontainer.store.content import ContentStore
-from nbcontainer.transfer.progress import Progress, ProgressEvent
 from nbcontainer.store.refs import atomic_write
+from nbcontainer.transfer.progress import Progress, ProgressEvent
+from nbcontainer.transfer.registry.auth import RegistrySession, _error_text
 
 __all__ = [
     "ACCEPT",
@@ -122,7 +124,8 @@ class DistributionMetadata:
 # -- manifests and small blobs ------------------------------------------------------------------
 
 
-def get_manifest(sess: RegistrySession, ref: Reference, reference: str, scope: str) -> tuple[Digest, bytes, str]:
+def get_manifest(sess: RegistrySession, ref: Reference, reference: str,
+                 scope: str) -> tuple[Digest, bytes, str]:
     """The manifest or index ``reference`` (tag or digest) of ``ref``'s repository: digest, bytes, type."""
     path = f"/v2/{ref.repository}/manifests/{reference}"
     response = sess.request("GET", path, scopes=(scope,), headers={"Accept": ACCEPT}, stream=True)
@@ -132,8 +135,8 @@ def get_manifest(sess: RegistrySession, ref: Reference, reference: str, scope: s
             shown = ref.familiar_name + (f"@{reference}" if reference.startswith("sha256:")
                                          else f":{reference}")
             url = str(response.request.url)
-            raise RemoteNotFoundError(f"manifest for {shown} not found: {_error_text(response).lower()} ({url})",
-                                      status=404, url=url)
+            raise RemoteNotFoundError(f"manifest for {shown} not found: {_error_text(response).lower()} "
+                                      f"({url})", status=404, url=url)
         if response.status_code != 200:
             raise sess.error(response, f"cannot fetch manifest {reference} of {ref.name}")
         raw = b""
@@ -301,32 +304,15 @@ def download_blob(sess: RegistrySession, ref: Reference, scope: str, desc: Descr
 
 def decompressed(src: BinaryIO, compression: str) -> Iterator[bytes]:
     """Uncompressed chunks of a layer file (gzip may have several members; zstd several frames)."""
-    if compression == "":
-        while chunk := src.read(CHUNK):
-            yield chunk
-    elif compression == "gzip":
-        d = zlib.decompressobj(wbits=31)
-        while chunk := src.read(CHUNK):
-            while chunk:
-                out = d.decompress(chunk)
-                if out:
-                    yield out
-                if d.eof:
-                    chunk = d.unused_data
-                    d = zlib.decompressobj(wbits=31)
-                else:
-                    chunk = b""
-        tail = d.flush()
-        if tail:
-            yield tail
-    elif compression == "zstd":
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+    if compression not in ("", "gzip", "zstd"):
+        raise InvalidArgumentError(f"unsupported layer compression {compression!r}")
+    with open_decompressed(src, compression, corrupt=_corrupt_layer) as reader:
         while chunk := reader.read(CHUNK):
             yield chunk
-    else:
-        raise InvalidArgumentError(f"unsupported layer compression {compression!r}")
+
+
+def _corrupt_layer(compression: str, err: Exception) -> InvalidArgumentError:
+    return InvalidArgumentError(f"layer blob is truncated or corrupt ({compression}: {err})")
 
 
 def fetch_layer(sess: RegistrySession, ref: Reference, scope: str, content: ContentStore, desc: Descriptor,
@@ -421,17 +407,15 @@ def mount_blob(sess: RegistrySession, ref: Reference, scope: str, digest: str, s
         return True
     if response.status_code == 202 and response.headers.get("location"):
         # The registry could not mount and opened an upload instead: close it.
-        try:
+        with contextlib.suppress(RegistryError):
             sess.request("DELETE", response.headers["location"], scopes=(scope,))
-        except RegistryError:
-            pass
     return False
 
 
 def upload_blob(sess: RegistrySession, ref: Reference, scopes: tuple[str, ...], digest: str, size: int,
                 body: Callable[[], Iterator[bytes]], *, chunk_size: int, emit: Progress, sid: str = "",
                 path: str | os.PathLike | None = None) -> None:
-    """Upload one blob: monolithic ``PUT``, or ``PATCH`` chunks of ``path`` when it is above ``chunk_size``."""
+    """Upload one blob: monolithic ``PUT``, or ``PATCH`` chunks of ``path`` when above ``chunk_size``."""
     response = sess.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scopes=scopes)
     if response.status_code != 202 or not response.headers.get("location"):
         raise sess.error(response, f"cannot start a blob upload to {ref.name}")
@@ -448,7 +432,7 @@ def upload_blob(sess: RegistrySession, ref: Reference, scopes: tuple[str, ...], 
             response = sess.request(
                 "PATCH", location, scopes=scopes,
                 headers={**octet, "Content-Length": str(n), "Content-Range": f"{start}-{start + n - 1}"},
-                body=lambda start=start, n=n: file_chunks(path, start, n),
+                body=functools.partial(file_chunks, path, start, n),
             )
             if response.status_code != 202:
                 raise sess.error(response, f"chunk upload of {digest} to {ref.name} failed")
@@ -469,7 +453,5 @@ def _with_digest(location: str, digest: str) -> str:
 
 
 def unlink(path: str | os.PathLike) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
