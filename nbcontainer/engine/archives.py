@@ -3,6 +3,7 @@ disk usage, prune and fsck. Kept apart from the image verbs only for size; ``Eng
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -10,16 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nbcontainer.engine.core import Core
 from nbcontainer.errors import InvalidArgumentError, NotFoundError, UnsupportedHostError
 from nbcontainer.oci import Reference
 
 
-class StoreVerbs:
-    """Mixed into :class:`nbcontainer.engine.Engine` (which provides store, snapshots, image, unpack)."""
+class Archives:
+    """Store-level verbs over a :class:`~nbcontainer.engine.core.Core`."""
 
-    root: Path
-    store: Any
-    snapshots: Any
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
 
     # -- archives ---------------------------------------------------------------------------
 
@@ -32,7 +34,7 @@ class StoreVerbs:
             refs = [refs]
         pairs = []
         for ref in refs:
-            img = self.image(ref)
+            img = self.core.image(ref)
             names: list[str] = []
             try:
                 full = str(Reference.parse(ref))
@@ -41,7 +43,7 @@ class StoreVerbs:
             except InvalidArgumentError:
                 pass
             pairs.append((img, names))
-        archive.save(self.store, pairs, out, format=format, compress=compress, progress=progress)
+        archive.save(self.core.store, pairs, out, format=format, compress=compress, progress=progress)
         return os.fspath(out)
 
     def load(self, src: str | os.PathLike, *, progress: Callable[[int], None] | None = None) -> list[Any]:
@@ -54,20 +56,20 @@ class StoreVerbs:
 
         if not os.path.exists(src):
             raise NotFoundError(f"archive {os.fspath(src)!r} not found")
-        before = {i.manifest_digest: i.names for i in self.store.images()}
-        loaded = archive.load(self.store, src, progress=progress)
+        before = {i.manifest_digest: i.names for i in self.core.store.images()}
+        loaded = archive.load(self.core.store, src, progress=progress)
         try:
             for item in loaded:
-                self.unpack(item.image)
+                self.core.unpack(item.image)
         except BaseException:
             for item in loaded:
                 if item.image.manifest_digest not in before:
-                    self.store.remove(item.image)
+                    self.core.store.remove(item.image)
                 else:
                     for name in item.names:
                         if name not in before[item.image.manifest_digest]:
-                            self.store.untag(name)
-            self._prune_unused()
+                            self.core.store.untag(name)
+            self.core.prune_unused()
             raise
         return loaded
 
@@ -75,11 +77,11 @@ class StoreVerbs:
 
     def mount(self, ref: str, target: str | os.PathLike) -> str:
         """Mount a read-only overlay of ``ref`` on ``target`` (as ``mount(8)`` shows it)."""
-        img = self.image(ref)
-        self.unpack(img)
+        img = self.core.image(ref)
+        self.core.unpack(img)
         if not img.config.chain_ids:
             raise InvalidArgumentError(f"image {ref!r} has no layers to mount")
-        m = self.snapshots.view(img.config.chain_ids[-1])
+        m = self.core.snapshots.view(img.config.chain_ids[-1])
         target = os.path.abspath(os.fspath(target))
         if not os.path.isdir(target):
             raise NotFoundError(f"mount point {target!r} not found")
@@ -109,17 +111,17 @@ class StoreVerbs:
 
     def df(self) -> list[dict[str, Any]]:
         """``system df``: TYPE, TOTAL, ACTIVE, SIZE, RECLAIMABLE (bytes)."""
-        images = self.store.images()
-        configs = self._container_configs()  # type: ignore[attr-defined]
+        images = self.core.store.images()
+        configs = self.core.container_configs()
         used_ids = {(c.get("annotations") or {}).get("image_id") for c in configs}
-        layer_sizes = {info.chain_id: info.size for info in self.snapshots.layers()}
+        layer_sizes = {info.chain_id: info.size for info in self.core.snapshots.layers()}
         active_chains = {c for i in images if i.id in used_ids for c in i.config.chain_ids}
         running = set()
         if configs and os.geteuid() == 0:
-            running = {st.id for st in self.runtime.list() if st.status in ("running", "paused")}  # type: ignore[attr-defined]
-        sizes = {c.get("id", ""): _du(self.snapshots.overlay_dir / key / "diff")
+            running = {st.id for st in self.core.runtime.list() if st.status in ("running", "paused")}
+        sizes = {c.get("id", ""): _du(self.core.snapshots.overlay_dir / key / "diff")
                  for c in configs if (key := (c.get("annotations") or {}).get("snapshot_key", ""))}
-        blobs = list(self.store.content.walk())
+        blobs = list(self.core.store.content.walk())
         return [
             {"TYPE": "Images", "TOTAL": len(images), "ACTIVE": sum(1 for i in images if i.id in used_ids),
              "SIZE": sum(layer_sizes.values()),
@@ -128,7 +130,7 @@ class StoreVerbs:
              "SIZE": sum(sizes.values()),
              "RECLAIMABLE": sum(s for cid, s in sizes.items() if cid not in running)},
             {"TYPE": "Blobs", "TOTAL": len(blobs), "ACTIVE": 0,
-             "SIZE": sum(self.store.content.size(d) for d in blobs), "RECLAIMABLE": 0},
+             "SIZE": sum(self.core.store.content.size(d) for d in blobs), "RECLAIMABLE": 0},
         ]
 
     def image_prune(self) -> Any:
@@ -136,22 +138,22 @@ class StoreVerbs:
         from nbcontainer.engine.results import RemoveResult
 
         deleted = []
-        for img in self.store.images():
-            if not img.names and not self._containers_using(img.id):
-                self.store.remove(img)
+        for img in self.core.store.images():
+            if not img.names and not self.core.containers_using(img.id):
+                self.core.store.remove(img)
                 deleted.append(str(img.id))
-        self._prune_unused()
+        self.core.prune_unused()
         return RemoveResult([], deleted)
 
     def fsck(self, *, repair: bool = False) -> list[str]:
-        problems = [f"ingest leftover swept: {n}" for n in [self.store.content.sweep()] if n]
-        problems += self.snapshots.fsck(repair=repair)
-        for d in self.store.content.walk():
-            if not self.store.content.verify(d):
+        problems = [f"ingest leftover swept: {n}" for n in [self.core.store.content.sweep()] if n]
+        problems += self.core.snapshots.fsck(repair=repair)
+        for d in self.core.store.content.walk():
+            if not self.core.store.content.verify(d):
                 problems.append(f"corrupt blob {d}")
-        for img in self.store.images():
+        for img in self.core.store.images():
             for desc in img.manifest.layers:
-                if not self.store.content.has(desc.digest):
+                if not self.core.store.content.has(desc.digest):
                     problems.append(f"image {img.id.short}: missing layer blob {desc.digest}")
         return problems
 
@@ -162,8 +164,6 @@ def _du(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for f in files:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # removed while we walk
                 total += os.lstat(os.path.join(dirpath, f)).st_size
-            except FileNotFoundError:
-                pass
     return total

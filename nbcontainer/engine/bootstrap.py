@@ -4,15 +4,22 @@ Debian minbase rootfs from ``mmdebstrap``, written as ordinary OCI layer tars.
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
+import json
 import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from nbcontainer.engine.core import Core, host_arch
 from nbcontainer.errors import InvalidArgumentError, UnsupportedHostError
+from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
+from nbcontainer.store import Image
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -74,7 +81,8 @@ def write_busybox_layer(out: BinaryIO, busybox: str | None = None) -> BaseRootfs
     busybox = busybox or find_busybox()
     st = os.stat(busybox)
     mtime = int(st.st_mtime)
-    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
+    listing = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True)
+    applets = listing.stdout.split()
     entries: dict[str, tarfile.TarInfo] = {}
     data: dict[str, bytes] = {}
 
@@ -119,7 +127,8 @@ def write_busybox_layer(out: BinaryIO, busybox: str | None = None) -> BaseRootfs
     add_file("etc/hostname", b"busybox\n")
     add_file("etc/hosts", b"127.0.0.1\tlocalhost\n")
     add_file("etc/resolv.conf", b"")
-    add_file("etc/os-release", f'NAME="BusyBox"\nVERSION_ID="{busybox_version(busybox)}"\nID=busybox\n'.encode())
+    version = busybox_version(busybox)
+    add_file("etc/os-release", f'NAME="BusyBox"\nVERSION_ID="{version}"\nID=busybox\n'.encode())
 
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for name in sorted(entries):
@@ -149,7 +158,8 @@ def mmdebstrap_rootfs(suite: str, out_path: str, *, variant: str = "minbase") ->
     exe = shutil.which("mmdebstrap")
     if exe is None:
         raise UnsupportedHostError(
-            "mmdebstrap is not installed", fix="install the Debian package 'mmdebstrap': apt-get install mmdebstrap"
+            "mmdebstrap is not installed",
+            fix="install the Debian package 'mmdebstrap': apt-get install mmdebstrap",
         )
     if not suite.replace("-", "").isalnum():
         raise InvalidArgumentError(f"invalid Debian suite {suite!r}")
@@ -169,3 +179,37 @@ def mmdebstrap_rootfs(suite: str, out_path: str, *, variant: str = "minbase") ->
         comment=f"nbcontainer bootstrap debian:{suite}",
         cmd=("bash",),
     )
+
+
+def bootstrap(core: Core, what: str = "busybox", *, tag: str | None = None,
+              progress: Callable[[int], None] | None = None) -> Image:
+    """Build a base image without a registry: ``busybox`` or ``debian[:SUITE]``."""
+    kind, _, suite = what.partition(":")
+    if kind == "busybox":
+        with core.store.content.writer() as w:
+            base = write_busybox_layer(w)  # type: ignore[arg-type]
+            diff_id = w.commit(what="busybox layer")
+            size = w.size
+        name = tag or "busybox:latest"
+    elif kind == "debian":
+        suite = suite or "bookworm"
+        with tempfile.TemporaryDirectory(dir=core.store.content.ingest_dir) as tmp:
+            out = os.path.join(tmp, "rootfs.tar")
+            base = mmdebstrap_rootfs(suite, out)
+            diff_id = core.store.content.put_file(out, what="debian layer")
+            size = os.path.getsize(out)
+        name = tag or f"debian:{suite}"
+    else:
+        raise InvalidArgumentError(f"unknown bootstrap source {what!r} (use busybox or debian[:SUITE])")
+    created = _dt.datetime.fromtimestamp(base.created, _dt.UTC).isoformat().replace("+00:00", "Z")
+    history = (
+        History(created=created, created_by=base.created_by, comment=base.comment),
+        History(created=created, created_by=f'/bin/sh -c #(nop)  CMD {json.dumps(list(base.cmd))}',
+                empty_layer=True),
+    )
+    config = ImageConfig(
+        architecture=host_arch(), os="linux", created=created,
+        config={"Env": list(base.env), "Cmd": list(base.cmd)},
+        diff_ids=(diff_id,), history=history,
+    )
+    return core.add_and_unpack(config, [Descriptor(MT_OCI_LAYER, diff_id, size)], name, progress)

@@ -18,15 +18,20 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nbcontainer.engine.core import Core
+from nbcontainer.engine.networks import Networks, ports_text
 from nbcontainer.errors import (
     InvalidArgumentError,
     NotFoundError,
     StateTransitionError,
 )
 from nbcontainer.layers.diff import DiffRow, upper_changes
-from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
+from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig
+
+if TYPE_CHECKING:
+    from nbcontainer.runtime import ContainerState
 
 _ADJ = ("admiring", "brave", "clever", "dreamy", "eager", "focused", "gallant", "happy", "jolly",
         "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant", "wizardly")
@@ -158,32 +163,19 @@ def merge_env(image_env: list[str], extra: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-class ContainerVerbs:
-    """Mixed into :class:`nbcontainer.engine.Engine` (which provides store, snapshots, root)."""
+class Containers:
+    """The container verbs over a :class:`~nbcontainer.engine.core.Core`; ``networks`` picks the
+    network mode of a new container."""
 
-    root: Path
-    store: Any
-    snapshots: Any
-    _runtime: Any
+    def __init__(self, core: Core, networks: Networks) -> None:
+        self.core = core
+        self.networks = networks
 
-    @property
-    def runtime(self) -> Any:
-        if self._runtime is None:
-            if os.geteuid() != 0:
-                from nbcontainer.errors import UnsupportedHostError
-
-                raise UnsupportedHostError(
-                    "running containers needs root here (namespaces, overlay mounts and cgroups)",
-                    fix="images, history, layers, files, save/load and the widgets work without it")
-            from nbcontainer.runtime import Runtime
-
-            self._runtime = Runtime(self.root)
-        return self._runtime
 
     # -- naming -------------------------------------------------------------------------
 
     def _new_name(self) -> str:
-        taken = {s.name for s in self.runtime.list()}
+        taken = {s.name for s in self.core.runtime.list()}
         rnd = random.Random()
         for _ in range(100):
             name = f"{rnd.choice(_ADJ)}_{rnd.choice(_NAMES)}"
@@ -191,18 +183,18 @@ class ContainerVerbs:
                 return name
         return f"nbc_{secrets.token_hex(4)}"
 
-    def container(self, ref: str) -> Any:
-        """A container's state by name, full id or unique id prefix (the runtime resolves it)."""
-        return self.runtime.state(ref)
+    def container(self, ref: str) -> ContainerState:
+        """A container's state by name, full id or unique id prefix."""
+        return self.core.container(ref)
 
     # -- create / run -------------------------------------------------------------------
 
     def create(self, image: str, command: list[str] | str | None = None, **opts: Any) -> Any:
         spec = self._spec(image, command, **opts)
         try:
-            return self.runtime.create(spec)
+            return self.core.runtime.create(spec)
         except BaseException:
-            self.snapshots.remove(spec.id)
+            self.core.snapshots.remove(spec.id)
             raise
 
     def run(self, image: str, command: list[str] | str | None = None, *, detach: bool = False,
@@ -212,11 +204,11 @@ class ContainerVerbs:
         if remove and detach:
             spec.auto_remove = True  # removed once seen exited (ps, wait, stop, prune)
         try:
-            result = self.runtime.run(spec, detach=detach)
+            result = self.core.runtime.run(spec, detach=detach)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                self.runtime.delete(spec.id, force=True)
-            self.snapshots.remove(spec.id)
+                self.core.runtime.delete(spec.id, force=True)
+            self.core.snapshots.remove(spec.id)
             raise
         if remove and not detach:
             self.rm(spec.id, force=True)
@@ -236,8 +228,8 @@ class ContainerVerbs:
 
         seccomp_profile, no_new_privileges = parse_security_opts(list(security_opt or []))
         device_nodes = parse_devices(list(devices or []))
-        img = self.store.resolve(image)
-        self.unpack(img)  # type: ignore[attr-defined]
+        img = self.core.store.resolve(image)
+        self.core.unpack(img)
         cfg = img.config.config
         if isinstance(command, str):
             command = shlex.split(command)
@@ -256,17 +248,17 @@ class ContainerVerbs:
         mounts = [parse_volume(v) for v in volumes or []]
         cid = secrets.token_hex(32)
         chain = img.config.chain_ids[-1] if img.config.chain_ids else ""
-        self.snapshots.prepare(cid, chain)
-        rootfs = self.snapshots.mount(cid)
+        layer = self.core.snapshots.prepare(cid, chain)
+        rootfs = self.core.snapshots.mount(cid)
         name = name or self._new_name()
         annotations = {
             "image": image, "image_id": str(img.id), "chain_id": chain, "snapshot_key": cid,
             "created_by": shlex.join(args), "command": shlex.join(args),
         }
-        network = self._network_mode(network, publish)  # type: ignore[attr-defined]
+        network = self.networks.network_mode(network, publish)
         attach = attach and tty  # ``run -it``: the shim serves the pty on attach.sock
         return ContainerSpec(
-            id=cid, name=name, rootfs=rootfs, merged=str(self.snapshots.overlay_dir / cid / "merged"),
+            id=cid, name=name, rootfs=rootfs, merged=str(layer.merged),
             args=args, env=merge_env(list(cfg.get("Env") or []), extra_env),
             cwd=workdir or cfg.get("WorkingDir") or "/",
             user=user if user is not None else cfg.get("User", ""),
@@ -281,15 +273,15 @@ class ContainerVerbs:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, ref: str) -> Any:
-        return self.runtime.start(self.container(ref).id)
+        return self.core.runtime.start(self.container(ref).id)
 
     def attach(self, ref: str) -> Any:
         """A socket to the terminal of a container created with ``tty=True, attach=True``."""
-        return self.runtime.attach(self.container(ref).id)
+        return self.core.runtime.attach(self.container(ref).id)
 
     def stop(self, ref: str, *, timeout: int = 10) -> Any:
         c = self.container(ref)
-        self.runtime.stop(c.id, timeout=timeout)
+        self.core.runtime.stop(c.id, timeout=timeout)
         return self._after_exit(c.id)
 
     def kill(self, ref: str, *, signal: str | int = "KILL") -> Any:
@@ -303,23 +295,23 @@ class ContainerVerbs:
                 raise InvalidArgumentError(f"invalid signal {signal!r}")
         else:
             signum = signal
-        self.runtime.kill(c.id, int(signum))
+        self.core.runtime.kill(c.id, int(signum))
         return c
 
     def pause(self, ref: str) -> Any:
-        return self.runtime.pause(self.container(ref).id)
+        return self.core.runtime.pause(self.container(ref).id)
 
     def unpause(self, ref: str) -> Any:
-        return self.runtime.unpause(self.container(ref).id)
+        return self.core.runtime.unpause(self.container(ref).id)
 
     def wait(self, ref: str, *, timeout: float | None = None) -> int:
         c = self.container(ref)
-        code = self.runtime.wait(c.id, timeout=timeout)
+        code = self.core.runtime.wait(c.id, timeout=timeout)
         self._after_exit(c.id)
         return code
 
     def _after_exit(self, cid: str) -> Any:
-        s = self.runtime.state(cid)
+        s = self.core.runtime.state(cid)
         self._reap([s])
         return s
 
@@ -336,13 +328,13 @@ class ContainerVerbs:
 
     def rm(self, ref: str, *, force: bool = False) -> str:
         c = self.container(ref)
-        self.runtime.delete(c.id, force=force)
-        self.snapshots.remove(c.spec.annotations.get("snapshot_key", c.id))
+        self.core.runtime.delete(c.id, force=force)
+        self.core.snapshots.remove(c.spec.annotations.get("snapshot_key", c.id))
         return c.id
 
     def container_prune(self) -> list[str]:
         gone = []
-        for s in self.runtime.list():
+        for s in self.core.runtime.list():
             if s.status == "exited":
                 gone.append(self.rm(s.id))
         return gone
@@ -353,13 +345,13 @@ class ContainerVerbs:
             command = shlex.split(command)
         if c.status != "running":
             raise StateTransitionError(f"container {c.name} is not running")
-        return self.runtime.exec(c.id, list(command), **opts)
+        return self.core.runtime.exec(c.id, list(command), **opts)
 
     def ps(self, *, all: bool = False) -> list[ContainerRow]:
         from nbcontainer.engine.results import parse_time
 
         rows = []
-        for s in self._reap(self.runtime.list()):
+        for s in self._reap(self.core.runtime.list()):
             if not all and s.status not in ("running", "paused"):
                 continue
             ann = s.spec.annotations
@@ -367,25 +359,25 @@ class ContainerVerbs:
                 id=s.id, image=ann.get("image", ""), command=ann.get("command", ""),
                 created=parse_time(s.created), status=_status_text(s), state=s.status, name=s.name,
                 pid=s.pid, exit_code=s.exit_code if s.exit_code is not None else 0,
-                ports=_ports_text(s.network_settings.get("Ports") or {}),
+                ports=ports_text(s.network_settings.get("Ports") or {}),
             ))
         rows.sort(key=lambda r: r.created or _dt.datetime.min.replace(tzinfo=_dt.UTC), reverse=True)
         return rows
 
     def logs(self, ref: str, *, tail: int | None = None, follow: bool = False) -> Iterator[tuple[str, bytes]]:
-        return self.runtime.logs(self.container(ref).id, tail=tail, follow=follow)
+        return self.core.runtime.logs(self.container(ref).id, tail=tail, follow=follow)
 
     def top(self, ref: str) -> list[dict[str, Any]]:
         c = self.container(ref)
         if c.status not in ("running", "paused"):
             raise StateTransitionError(f"container {c.name} is not running")
-        return self.runtime.top(c.id)
+        return self.core.runtime.top(c.id)
 
     def inspect_container(self, ref: str) -> dict[str, Any]:
         c = self.container(ref)
         spec = c.spec
-        layer = self.snapshots.container_layer(spec.annotations.get("snapshot_key", c.id))
-        lower = [str(self.snapshots.overlay_dir / x) for x in layer.lower]
+        layer = self.core.snapshots.container_layer(spec.annotations.get("snapshot_key", c.id))
+        lower = [str(d) for d in layer.lower_dirs]
         return {
             "Id": c.id,
             "Created": c.created,
@@ -413,7 +405,7 @@ class ContainerVerbs:
                 + (["no-new-privileges"] if spec.no_new_privileges else []) or None,
             },
             "GraphDriver": {"Name": "overlay2", "Data": {
-                "LowerDir": ":".join(os.path.realpath(x) for x in lower),
+                "LowerDir": ":".join(lower),
                 "UpperDir": str(layer.upper), "WorkDir": str(layer.work), "MergedDir": str(layer.merged),
             }},
             "Mounts": [{"Type": "bind", "Source": m.source, "Destination": m.destination,
@@ -433,9 +425,8 @@ class ContainerVerbs:
     def diff(self, ref: str) -> list[DiffRow]:
         """``docker diff``: A/C/D read from the upper dir only; parents of a change are C."""
         c = self.container(ref)
-        layer = self.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
-        lowers = [os.path.realpath(self.snapshots.overlay_dir / x) for x in layer.lower]
-        return upper_changes(str(layer.upper), lowers)
+        layer = self.core.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
+        return upper_changes(str(layer.upper), [str(d) for d in layer.lower_dirs])
 
     def commit(self, ref: str, repo: str | None = None, *, message: str = "", author: str = "",
                changes: list[str] | None = None, pause: bool = True, squash: bool = False,
@@ -447,27 +438,27 @@ class ContainerVerbs:
 
         c = self.container(ref)
         key = c.spec.annotations.get("snapshot_key", c.id)
-        upper = self.snapshots.container_layer(key).upper
-        base = self.store.resolve(c.spec.annotations["image_id"])
+        upper = self.core.snapshots.container_layer(key).upper
+        base = self.core.store.resolve(c.spec.annotations["image_id"])
         froze = False
         if pause and c.status == "running":
-            self.runtime.pause(c.id)
+            self.core.runtime.pause(c.id)
             froze = True
         try:
-            with self.store.content.writer() as w:
+            with self.core.store.content.writer() as w:
                 if squash:
                     from nbcontainer.layers import write_flat_tar
 
-                    lowers = self.snapshots.container_layer(key).lower
-                    dirs = [str(upper)] + [os.path.realpath(self.snapshots.overlay_dir / x) for x in lowers]
-                    write_flat_tar(dirs, w)
+                    lowers = self.core.snapshots.container_layer(key).lower_dirs
+                    dirs = [str(upper), *(str(d) for d in lowers)]
+                    write_flat_tar(dirs, w)  # type: ignore[arg-type]  # a Writer is a binary sink
                 else:
-                    _layers.write_layer(str(upper), w)
+                    _layers.write_layer(str(upper), w)  # type: ignore[arg-type]
                 diff_id = w.commit(what=f"layer of container {c.name}")
                 size = w.size
         finally:
             if froze:
-                self.runtime.unpause(c.id)
+                self.core.runtime.unpause(c.id)
         runtime_cfg = dict(base.config.config)
         runtime_cfg["Env"] = c.spec.env
         if c.spec.args and (changes is None or not any(x.upper().startswith("CMD") for x in changes)):
@@ -481,7 +472,8 @@ class ContainerVerbs:
             # As ``docker build --squash``: one layer; the old rows stay, marked empty.
             old = tuple(History(h.created, h.created_by, h.author, h.comment, True)
                         for h in base.config.history)
-            diff_ids, history, layers = (diff_id,), (*old, row), [layer]
+            diff_ids: tuple[Digest, ...] = (diff_id,)
+            history, layers = (*old, row), [layer]
         else:
             diff_ids = (*base.config.diff_ids, diff_id)
             history, layers = (*base.config.history, row), [*base.manifest.layers, layer]
@@ -490,8 +482,8 @@ class ContainerVerbs:
             author=author, config=runtime_cfg, diff_ids=diff_ids,
             history=history, variant=base.config.variant, extra=base.config.extra,
         )
-        img = self._add_and_unpack(cfg, layers, repo, progress)  # type: ignore[attr-defined]
-        budget = self.snapshots.lower_budget(len(layers) + 1)
+        img = self.core.add_and_unpack(cfg, layers, repo, progress)
+        budget = self.core.snapshots.lower_budget(len(layers) + 1)
         if budget < 16:
             import warnings
 
@@ -505,17 +497,11 @@ class ContainerVerbs:
         from nbcontainer.layers import write_flat_tar
 
         c = self.container(ref)
-        layer = self.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
-        dirs = [str(layer.upper)] + [os.path.realpath(self.snapshots.overlay_dir / x) for x in layer.lower]
+        layer = self.core.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
+        dirs = [str(layer.upper), *(str(d) for d in layer.lower_dirs)]
         with open(out, "wb") as f:
             write_flat_tar(dirs, f)
         return os.fspath(out)
-
-
-def _ports_text(ports: dict) -> str:
-    """Docker's PORTS column: ``127.0.0.1:8080->80/tcp``."""
-    return ", ".join(f"{b['HostIp']}:{b['HostPort']}->{key}"
-                     for key, binds in ports.items() for b in binds or [])
 
 
 def _status_text(s: Any) -> str:

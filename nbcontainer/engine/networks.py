@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from nbcontainer.engine.core import Core
 from nbcontainer.errors import InvalidArgumentError, StateTransitionError
 
 
@@ -58,20 +58,26 @@ class PortBinding:
         return f"{self.container_port}/{self.protocol} -> {self.host_ip}:{self.host_port}"
 
 
-class NetworkVerbs:
-    """Mixed into :class:`nbcontainer.engine.Engine` (which provides root and runtime)."""
+def ports_text(ports: dict) -> str:
+    """Docker's PORTS column: ``127.0.0.1:8080->80/tcp``."""
+    return ", ".join(f"{b['HostIp']}:{b['HostPort']}->{key}"
+                     for key, binds in ports.items() for b in binds or [])
 
-    root: Path
-    runtime: Any
 
-    def _network_mode(self, network: str | None, publish: list[str] | None) -> str:
+class Networks:
+    """The network verbs over a :class:`~nbcontainer.engine.core.Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def network_mode(self, network: str | None, publish: list[str] | None) -> str:
         """What ``run --network`` resolves to: the default, a checked name, or ``container:<id>``."""
         from nbcontainer.runtime import network as _net
 
         if network is None:
             network = _net.DEFAULT_NETWORK if _net.available() else "none"
         if network.startswith("container:"):
-            target = self.container(network.split(":", 1)[1])  # type: ignore[attr-defined]
+            target = self.core.container(network.split(":", 1)[1])
             if target.status not in ("running", "paused"):
                 raise StateTransitionError(
                     f"cannot join the network of container {target.name}: it is not running")
@@ -79,7 +85,7 @@ class NetworkVerbs:
         elif _net.is_bridge(network):
             if not _net.available():
                 raise InvalidArgumentError(f"network {network!r} needs root and pyroute2; use --network none")
-            _net.get(str(self.root), network)
+            _net.get(str(self.core.root), network)
         for p in publish or []:
             _net.parse_publish(p)
         if publish and not _net.is_bridge(network):
@@ -96,24 +102,24 @@ class NetworkVerbs:
         """
         from nbcontainer.runtime import network as _net
 
-        doc = _net.create(str(self.root), name, subnet=subnet, bridge=bridge)
+        doc = _net.create(str(self.core.root), name, subnet=subnet, bridge=bridge)
         return self._row(doc, {})
 
     def network_ls(self) -> list[NetworkRow]:
         from nbcontainer.runtime import network as _net
 
-        table = _net.leases(str(self.root))
-        return [self._row(n, table) for n in _net.networks(str(self.root))]
+        table = _net.leases(str(self.core.root))
+        return [self._row(n, table) for n in _net.networks(str(self.core.root))]
 
     def network_inspect(self, name: str) -> dict[str, Any]:
         """Docker's network JSON, with ``Containers`` from the live leases."""
         from nbcontainer.runtime import network as _net
 
-        n = _net.get(str(self.root), name)
+        n = _net.get(str(self.core.root), name)
         containers = {
             cid: {"Name": v["Name"], "EndpointID": v["Veth"], "MacAddress": v["MacAddress"],
                   "IPv4Address": f"{v['IPAddress']}/{v['IPPrefixLen']}", "IPv6Address": ""}
-            for cid, v in _net.leases(str(self.root)).items() if v["Network"] == n["Name"]
+            for cid, v in _net.leases(str(self.core.root)).items() if v["Network"] == n["Name"]
         }
         return {
             "Name": n["Name"], "Id": n["Id"], "Created": n["Created"], "Scope": "local", "Driver": "bridge",
@@ -129,11 +135,11 @@ class NetworkVerbs:
 
         if name == _net.DEFAULT_NETWORK:
             raise InvalidArgumentError("bridge is a pre-defined network and cannot be removed")
-        _net.get(str(self.root), name)
-        users = [s.name for s in self.runtime.list() if s.spec.network == name]
+        _net.get(str(self.core.root), name)
+        users = [s.name for s in self.core.runtime.list() if s.spec.network == name]
         if users:
             raise StateTransitionError(f"network {name} is in use by container(s) {', '.join(users)}")
-        _net.remove(str(self.root), name)
+        _net.remove(str(self.core.root), name)
         return name
 
     def network_prune(self) -> list[str]:
@@ -141,13 +147,13 @@ class NetworkVerbs:
         veths and bridges of this root no lease explains (and their nft rules)."""
         from nbcontainer.runtime import network as _net
 
-        return _net.prune(str(self.root), {s.spec.network for s in self.runtime.list()})
+        return _net.prune(str(self.core.root), {s.spec.network for s in self.core.runtime.list()})
 
     # -- containers' addresses -----------------------------------------------------------
 
     def port(self, ref: str) -> list[PortBinding]:
         """``docker port CONTAINER``: its published ports while it runs."""
-        c = self.container(ref)  # type: ignore[attr-defined]
+        c = self.core.container(ref)
         out = []
         for key, binds in (c.network_settings.get("Ports") or {}).items():
             port, _, proto = key.partition("/")
@@ -156,16 +162,15 @@ class NetworkVerbs:
 
     def addresses(self) -> list[AddressRow]:
         """Every running container's address on its network."""
-        from nbcontainer.engine.containers import _ports_text
         from nbcontainer.runtime import network as _net
 
-        table = _net.leases(str(self.root))
+        table = _net.leases(str(self.core.root))
         rows = []
         for cid, v in sorted(table.items(), key=lambda kv: (kv[1]["Network"], kv[1]["Name"])):
             ports = {f"{p['ContainerPort']}/{p['Protocol']}":
                      [{"HostIp": p["HostIp"], "HostPort": p["HostPort"]}] for p in v.get("Ports", [])}
             rows.append(AddressRow(cid, v["Name"], v["Network"], v["IPAddress"], v["IPPrefixLen"],
-                                   v["Gateway"], v["MacAddress"], v["Veth"], _ports_text(ports)))
+                                   v["Gateway"], v["MacAddress"], v["Veth"], ports_text(ports)))
         return rows
 
     def _row(self, n: dict, table: dict) -> NetworkRow:

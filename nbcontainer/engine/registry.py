@@ -12,18 +12,17 @@ that ``pull`` lists can be run at once, and a failed pull lists nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbcontainer.engine.core import Core
 from nbcontainer.oci import ImageConfig, Reference
-from nbcontainer.store import ImageStore
 
 if TYPE_CHECKING:  # the client (and httpx) load on the first registry call, not with the engine
     from nbcontainer.transfer.registry.client import PullResult, RegistryClient, RemoteManifest
 
 
-class RegistryVerbs:
-    """Mixed into :class:`nbcontainer.engine.Engine` (which provides root, store and snapshots).
+class Registry:
+    """The registry verbs over a :class:`~nbcontainer.engine.core.Core`.
 
     ``progress`` is None (quiet), a callable taking
     :class:`~nbcontainer.transfer.progress.ProgressEvent`, or a text stream for Docker's plain lines;
@@ -32,9 +31,9 @@ class RegistryVerbs:
     Docker's ``insecure-registries``; loopback registries always use plain HTTP.
     """
 
-    root: Path
-    store: ImageStore
-    snapshots: Any
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
 
     def pull(self, ref: str, *, platform: str | None = None, progress: Any = None,
              insecure: bool = False) -> PullResult:
@@ -52,13 +51,13 @@ class RegistryVerbs:
             A blob whose bytes do not match its digest; nothing is named.
         """
         with self._registry(_host(ref) if insecure else None, progress) as client:
-            return client.pull(self.store, ref, platform=platform, unpack=self._unpack_layer)
+            return client.pull(self.core.store, ref, platform=platform, unpack=self._unpack_layer)
 
     def push(self, ref: str, target: str | None = None, *, progress: Any = None,
              insecure: bool = False) -> str:
         """Push image ``ref`` to ``target`` (default: ``ref`` itself); returns the manifest digest."""
         with self._registry(_host(target or ref) if insecure else None, progress) as client:
-            return client.push(self.store, ref, target)
+            return client.push(self.core.store, ref, target)
 
     def login(self, registry: str, username: str, password: str, *, insecure: bool = False) -> None:
         """Check the credentials against ``registry`` and keep them in Docker's ``config.json``."""
@@ -88,8 +87,8 @@ class RegistryVerbs:
         """Extract layer ``index`` (its blob is stored uncompressed under its diff_id) over its parent."""
         chains = config.chain_ids
         diff_id = config.diff_ids[index]
-        self.snapshots.unpack_blob(chains[index], chains[index - 1] if index else "", diff_id,
-                                   self.store.content.path(diff_id), report)
+        self.core.snapshots.unpack_blob(chains[index], chains[index - 1] if index else "", diff_id,
+                                   self.core.store.content.path(diff_id), report)
 
 
 def _host(ref: str) -> str:

@@ -66,7 +66,7 @@ def test_history_shows_a_local_parent_image_id_instead_of_missing(engine, tmp_pa
         diff_ids=parent.config.diff_ids + (top_layer,),
         history=parent.config.history + (History(created="2025-01-01T00:00:00Z", created_by="echo b", comment="c"),),
     )
-    child = engine._add_and_unpack(
+    child = engine.core.add_and_unpack(
         cfg, list(parent.manifest.layers) + [Descriptor(MT_OCI_LAYER, top_layer, engine.store.content.size(top_layer))],
         "child:1", None)
     rows = engine.history("child:1")

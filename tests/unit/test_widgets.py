@@ -39,7 +39,7 @@ def engine(tmp_path):
         diffs.append(d)
     cfg = ImageConfig("amd64", created="2025-01-01T00:00:00Z", diff_ids=tuple(diffs),
                       history=(History(created_by="ADD base"), History(created_by="RUN shrink")))
-    e._add_and_unpack(cfg, descs, "two:1", None)
+    e.core.add_and_unpack(cfg, descs, "two:1", None)
     return e
 
 

@@ -1,0 +1,205 @@
+"""Images: list, history, layers, files, inspect, tag, rmi and ``import`` (``docker import``)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+from nbcontainer.engine.core import Core, host_arch
+from nbcontainer.engine.results import HistoryRow, ImageRow, LayerRow, RemoveResult, parse_time, utcnow
+from nbcontainer.errors import InvalidArgumentError, NotFoundError, StateTransitionError
+from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig, Reference, chain_ids
+from nbcontainer.snapshot import ContainerLayer
+from nbcontainer.store import Image
+
+REPO_DIGESTS_ANNOTATION = "io.nbcontainer.repo-digests"
+
+
+class Images:
+    """The image verbs over a :class:`~nbcontainer.engine.core.Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def images(self, *, all: bool = False) -> list[ImageRow]:
+        rows: list[ImageRow] = []
+        for img in self.core.store.images():
+            created = parse_time(img.config.created)
+            size = self.core.image_size(img)
+            if img.names:
+                for name in img.names:
+                    ref = Reference.parse(name)
+                    rows.append(ImageRow(ref.familiar_name, ref.tag or "<none>", img.id, created, size, img))
+            else:
+                rows.append(ImageRow("<none>", "<none>", img.id, created, size, img))
+        rows.sort(key=lambda r: (r.created or _dt.datetime.min.replace(tzinfo=_dt.UTC)), reverse=True)
+        return rows
+
+    def history(self, ref: str) -> list[HistoryRow]:
+        """Docker's ``history``: newest first; ``<missing>`` where no local image has that id."""
+        img = self.core.image(ref)
+        cfg = img.config
+        hist = list(cfg.history) or [History(created=cfg.created) for _ in cfg.diff_ids]
+        others = self.core.store.images()
+        rows: list[HistoryRow] = []
+        layer_i = 0
+        for k, h in enumerate(hist):
+            diff_id = ""
+            size = 0
+            if not h.empty_layer and layer_i < len(cfg.diff_ids):
+                diff_id = cfg.diff_ids[layer_i]
+                chain = chain_ids(cfg.diff_ids[: layer_i + 1])[-1]
+                if self.core.snapshots.has_layer(chain):
+                    size = self.core.snapshots.layer(chain).size
+                elif layer_i < len(img.manifest.layers):
+                    size = img.manifest.layers[layer_i].size
+                layer_i += 1
+            if k == len(hist) - 1:
+                image_id = str(img.id)
+            else:
+                image_id = _prefix_image(others, hist[: k + 1], cfg.diff_ids[:layer_i]) or "<missing>"
+            rows.append(HistoryRow(image_id, parse_time(h.created), h.created_by, size, h.comment,
+                                   h.empty_layer, diff_id))
+        rows.reverse()
+        return rows
+
+    def layers(self, ref: str) -> list[LayerRow]:
+        """Per layer, bottom first: digest, diff_id, chain_id, size, file count, created_by, dir."""
+        img = self.core.image(ref)
+        self.core.unpack(img)
+        by_layer = [h.created_by for h in img.config.history if not h.empty_layer]
+        rows = []
+        for i, (desc, diff_id, chain) in enumerate(
+            zip(img.manifest.layers, img.config.diff_ids, img.config.chain_ids, strict=False)
+        ):
+            info = self.core.snapshots.layer(chain)
+            files = info.entries if info.entries >= 0 else _count_entries(info.path)
+            rows.append(LayerRow(i, desc.digest, diff_id, chain, info.size, files,
+                                 by_layer[i] if i < len(by_layer) else "", str(info.path), desc.media_type))
+        return rows
+
+    def layer_dirs(self, ref: str) -> list[str]:
+        """The unpacked ``diff`` dir of each layer of an image, bottom first."""
+        img = self.core.image(ref)
+        self.core.unpack(img)
+        return [str(self.core.snapshots.layer(c).path) for c in img.config.chain_ids]
+
+    def container_layer(self, ref: str) -> ContainerLayer:
+        """The overlay dirs of a container: ``lower_dirs`` (top first), ``upper``, ``work``, ``merged``."""
+        c = self.core.container(ref)
+        return self.core.snapshots.container_layer(c.spec.annotations.get("snapshot_key", c.id))
+
+    def files(self, ref: str) -> list:
+        """Every entry of every layer with kind (added/modified/whiteout) and who shadows it.
+
+        Returns the per-layer entry lists of :func:`nbcontainer.analysis.union.union`, bottom first; read
+        from the unpacked dirs, so it needs no mount (works unprivileged).
+        """
+        from nbcontainer.analysis.union import union
+
+        return union(self.layer_dirs(ref))
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        """Docker-shaped ``image inspect`` object (the CLI prints a JSON array of these)."""
+        img = self.core.image(ref)
+        cfg = img.config
+        self.core.unpack(img)
+        dirs = [str(self.core.snapshots.layer(c).path) for c in cfg.chain_ids]
+        graph: dict[str, str] = {}
+        if dirs:
+            top = Path(dirs[-1]).parent
+            graph = {"MergedDir": str(top / "merged"), "UpperDir": dirs[-1], "WorkDir": str(top / "work")}
+            if len(dirs) > 1:
+                graph["LowerDir"] = ":".join(reversed(dirs[:-1]))
+        repo_digests = [x for x in img.manifest.annotations.get(REPO_DIGESTS_ANNOTATION, "").split(",") if x]
+        return {
+            "Id": str(img.id),
+            "RepoTags": list(img.familiar_names),
+            "RepoDigests": repo_digests,
+            "Parent": "",
+            "Comment": cfg.history[-1].comment if cfg.history else "",
+            "Created": cfg.created,
+            "Author": cfg.author,
+            "Config": cfg.config,
+            "Architecture": cfg.architecture,
+            "Os": cfg.os,
+            "Size": self.core.image_size(img),
+            "GraphDriver": {"Name": "overlay2", "Data": graph},
+            "RootFS": {"Type": "layers", "Layers": [str(d) for d in cfg.diff_ids]},
+            "Metadata": {"ManifestDigest": str(img.manifest_digest)},
+        }
+
+    def tag(self, source: str, target: str) -> str:
+        img = self.core.image(source)
+        return self.core.store.tag(img, target)
+
+    def rmi(self, ref: str, *, force: bool = False, prune_layers: bool = True) -> RemoveResult:
+        """Untag ``ref``; delete the image when it has no name left (``docker rmi``)."""
+        img = self.core.image(ref)
+        untagged: list[str] = []
+        by_name = False
+        try:
+            parsed = str(Reference.parse(ref))
+            by_name = parsed in img.names
+        except InvalidArgumentError:
+            pass
+        users = [c for c in self.core.containers_using(img.id)]
+        if users and not force:
+            raise StateTransitionError(
+                f"unable to remove image {ref!r}: image is in use by container {users[0][:12]} (use -f)"
+            )
+        if by_name and len(img.names) > 1:
+            self.core.store.untag(parsed)
+            return RemoveResult([Reference.parse(parsed).familiar], [])
+        if not by_name and len(img.names) > 1 and not force:
+            raise StateTransitionError(
+                f"unable to delete image {img.id.short} (must be forced): image is referenced in "
+                "multiple repositories"
+            )
+        for name in img.names:
+            untagged.append(Reference.parse(name).familiar)
+        self.core.store.remove(img)
+        deleted = [str(img.id)]
+        if prune_layers:
+            self.core.prune_unused()
+        return RemoveResult(untagged, deleted)
+
+    def import_(self, tarball: str | os.PathLike, ref: str | None = None, *, message: str = "",
+                changes: list[str] | None = None) -> Image:
+        """``docker import``: a rootfs tarball (plain, gzip, zstd or xz) becomes a one-layer image."""
+        from nbcontainer import layers as _layers  # with zstandard: on first use, not with the engine
+
+        path = os.fspath(tarball)
+        if not os.path.isfile(path):
+            raise NotFoundError(f"tarball {path!r} not found")
+        with open(path, "rb") as raw, _layers.open_decompressed(raw) as src:
+            diff_id = self.core.store.content.put_stream(src, what=f"tarball {path!r}")
+        size = self.core.store.content.size(diff_id)
+        now = utcnow()
+        history = (History(created=now, created_by="", comment=message or f"Imported from {path}"),)
+        runtime_cfg: dict[str, Any] = {}
+        if changes:
+            from nbcontainer.engine.changes import apply_changes
+
+            runtime_cfg = apply_changes({}, changes)
+        config = ImageConfig(architecture=host_arch(), created=now, config=runtime_cfg,
+                             diff_ids=(diff_id,), history=history)
+        return self.core.add_and_unpack(config, [Descriptor(MT_OCI_LAYER, diff_id, size)], ref, None)
+
+
+def _prefix_image(images: list[Image], hist: list[History], diff_ids: tuple[Digest, ...]) -> str:
+    """The id of a local image whose history and layers are exactly this prefix, if any."""
+    for img in images:
+        if list(img.config.history) == hist and tuple(img.config.diff_ids) == tuple(diff_ids):
+            return str(img.id)
+    return ""
+
+
+def _count_entries(path: Path) -> int:
+    n = 0
+    for _dirpath, dirs, files in os.walk(path):
+        n += len(dirs) + len(files)
+    return n
+
