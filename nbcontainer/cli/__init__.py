@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbcontainer.errors import NbContainerError
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         from nbcontainer.engine import Engine
 
         engine = Engine(args.root)
+        args.face = TerminalFace()
         if (args.verb in ("run", "exec") and getattr(args, "interactive", False)
                 and not sys.stdin.isatty()):
             args.stdin_data = sys.stdin.buffer.read()
@@ -59,6 +60,41 @@ def main(argv: list[str] | None = None) -> int:
         if text:
             print(text)
     return result.exit_code
+
+
+class TerminalFace:
+    """The CLI's answers to a verb: Docker's plain progress lines (or tqdm bars on request), byte
+    bars on the terminal, prompts and warnings on the terminal."""
+
+    @property
+    def interactive(self) -> bool:
+        return sys.stdin.isatty()
+
+    def transfer_progress(self, mode: str) -> Any:
+        from nbcontainer.cli.progress import LineProgress, TqdmProgress
+
+        return TqdmProgress() if mode == "tqdm" else LineProgress(sys.stdout)
+
+    def kept_lines(self, sink: Any) -> list[str]:
+        return []  # written as they came
+
+    def byte_progress(self, desc: str, total: int | None) -> Any:
+        from nbcontainer.cli.progress import byte_bar
+
+        return byte_bar(desc, total)
+
+    def read_stdin(self) -> str:
+        return sys.stdin.read()
+
+    def prompt(self, text: str, *, secret: bool = False) -> str:
+        if secret:
+            import getpass
+
+            return getpass.getpass(text)
+        return input(text)
+
+    def warn(self, text: str) -> None:
+        print(text, file=sys.stderr)
 
 
 def render(result: Result) -> str:

@@ -24,16 +24,15 @@ if TYPE_CHECKING:  # the client (and httpx) load on the first registry call, not
 class Registry:
     """The registry verbs over a :class:`~nbcontainer.engine.core.Core`.
 
-    ``progress`` is None (quiet), a callable taking
-    :class:`~nbcontainer.transfer.progress.ProgressEvent`, or a text stream for Docker's plain lines;
-    :class:`~nbcontainer.transfer.progress.TqdmProgress` draws one bar per layer. ``insecure`` skips
+    ``progress`` is None (quiet) or a callable taking
+    :class:`~nbcontainer.transfer.progress.ProgressEvent` (the faces bring sinks that draw, see
+    :mod:`nbcontainer.cli.progress`). ``insecure`` skips
     TLS verification for the registry named by the reference and falls back to plain HTTP, as
     Docker's ``insecure-registries``; loopback registries always use plain HTTP.
     """
 
     def __init__(self, core: Core) -> None:
         self.core = core
-
 
     def pull(self, ref: str, *, platform: str | None = None, progress: Any = None,
              insecure: bool = False) -> PullResult:

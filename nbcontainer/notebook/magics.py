@@ -17,11 +17,11 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 
-from nbcontainer.analysis import frames
 from nbcontainer import verbs
+from nbcontainer.analysis import frames
+from nbcontainer.errors import NbContainerError
 from nbcontainer.verbs import HelpShown, Result
 from nbcontainer.verbs.containers import options
-from nbcontainer.errors import NbContainerError
 
 _RANGE = re.compile(r"^[\d\s~/:\-]*$")
 
@@ -64,6 +64,46 @@ def present(result: Result) -> Any:
     return Output(result.lines, result.value)
 
 
+def _shell_ns(shell: Any) -> dict[str, Any]:
+    if shell is None:
+        raise UsageError("--out needs an IPython shell")
+    ns: dict[str, Any] = shell.user_ns
+    return ns
+
+
+class NotebookFace:
+    """The magics' answers to a verb: one tqdm bar per layer whose global lines become the cell's
+    value, byte bars as widgets, prompts through the notebook's input boxes, no warnings."""
+
+    interactive = True
+
+    def transfer_progress(self, mode: str) -> Any:
+        from nbcontainer.cli.progress import LineProgress, TqdmProgress
+
+        return LineProgress(sys.stdout) if mode == "plain" else TqdmProgress(write_lines=False)
+
+    def kept_lines(self, sink: Any) -> list[str]:
+        return list(getattr(sink, "lines", []))
+
+    def byte_progress(self, desc: str, total: int | None) -> Any:
+        from nbcontainer.cli.progress import byte_bar
+
+        return byte_bar(desc, total)
+
+    def read_stdin(self) -> str:
+        raise NbContainerError("a notebook has no standard input: use -p or a prompt")
+
+    def prompt(self, text: str, *, secret: bool = False) -> str:
+        if secret:
+            import getpass
+
+            return getpass.getpass(text)
+        return input(text)
+
+    def warn(self, text: str) -> None:
+        """Docker's terminal warnings say nothing useful in a notebook."""
+
+
 @magics_class
 class ContainerMagics(Magics):
     def __init__(self, shell: Any, engine: Any = None) -> None:
@@ -89,6 +129,7 @@ class ContainerMagics(Magics):
                 from nbcontainer.engine import Engine
 
                 engine = Engine(args.root)
+            args.face = NotebookFace()
             result = verbs.call(engine, args)
         except HelpShown:
             return None
@@ -96,7 +137,7 @@ class ContainerMagics(Magics):
             raise UsageError(str(err)) from None
         value = present(result)
         if out:
-            self.shell.user_ns[out] = value
+            self._user_ns()[out] = value
         if args.verb == "diff":
             from nbcontainer.notebook.widgets import DiffView
 
@@ -114,7 +155,10 @@ class ContainerMagics(Magics):
             raise UsageError(f"%container: {err}") from None
         return self._call(argv)
 
-    @cell_magic("container")
+    def _user_ns(self) -> dict[str, Any]:
+        return _shell_ns(self.shell)
+
+    @cell_magic("container")  # type: ignore[arg-type]  # IPython types the named form as taking nothing
     def container_cell(self, line: str, cell: str) -> Any:
         """``%%container run [opts] IMAGE``: run the cell as a shell script in a new container."""
         try:
@@ -133,7 +177,7 @@ class ContainerMagics(Magics):
         except NbContainerError as err:
             raise UsageError(str(err)) from None
         if out:
-            self.shell.user_ns[out] = value
+            self._user_ns()[out] = value
         return value
 
     @no_var_expand

@@ -13,9 +13,10 @@ from typing import Any
 import ipywidgets as W
 
 from nbcontainer.analysis import frames, plots
-from nbcontainer.analysis.units import human_size
 from nbcontainer.analysis.union import Entry, union
+from nbcontainer.analysis.units import human_size
 
+_KIND_LETTER = {"added": "A", "modified": "C"}
 _KIND_COLOR = {"A": "#2e7d32", "C": "#ef6c00", "D": "#c62828"}
 
 
@@ -96,7 +97,8 @@ def _stack(engine: Any, ref: str, container: bool | None) -> tuple[list[str], li
         if c is not None:
             layer = engine.container_layer(c.id)
             lowers = [str(d) for d in reversed(layer.lower_dirs)]
-            return lowers + [str(layer.upper)], [f"image layer {i}" for i in range(len(lowers))] + ["container (upper)"]
+            labels = [f"image layer {i}" for i in range(len(lowers))]
+            return [*lowers, str(layer.upper)], [*labels, "container (upper)"]
     dirs = engine.layer_dirs(ref)
     hist = [h.created_by for h in engine.image(ref).config.history if not h.empty_layer]
     labels = [hist[i] if i < len(hist) else f"layer {i}" for i in range(len(dirs))]
@@ -145,7 +147,8 @@ class DiffView(W.VBox):
                 f"<div style='padding-left:{depth * 1.2}em'><b style='color:{color}'>{r.kind}</b> "
                 f"<span title='{_esc(r.path)}'>{_esc(name)}</span> "
                 f"<small>{_esc(', '.join(notes))}</small></div>")
-        self.tree.value = "<div class='nbc-diff'>" + "".join(items) + "</div>" if items else "<i>no changes</i>"
+        tree = "<div class='nbc-diff'>" + "".join(items) + "</div>"
+        self.tree.value = tree if items else "<i>no changes</i>"
 
 
 class LayerExplorer(W.VBox):
@@ -158,12 +161,13 @@ class LayerExplorer(W.VBox):
         self.files = frames.to_frame("files", engine.files(image))
         self.wasted = frames.wasted(self.files)
         self.efficiency = frames.efficiency(self.files)
-        options = [(f"{int(r['index'])}: {str(r['created_by'])[:50]} ({human_size(int(r['size']))})", int(r["index"]))
-                   for _, r in self.layers_df.iterrows()]
+        options = [(f"{int(r['index'])}: {str(r['created_by'])[:50]} ({human_size(int(r['size']))})",
+                    int(r["index"])) for _, r in self.layers_df.iterrows()]
         self.layer = W.Dropdown(options=options, description="layer", layout=W.Layout(width="80%"))
         self.score = W.HTML(
-            f"efficiency <b>{self.efficiency:.1%}</b>, wasted <b>{human_size(int(self.wasted['size'].sum()))}</b> "
-            f"in {len(self.wasted)} shadowed copies")
+            f"efficiency <b>{self.efficiency:.1%}</b>, "
+            f"wasted <b>{human_size(float(self.wasted['size'].sum()))}</b>"
+            f" in {len(self.wasted)} shadowed copies")
         self.changes = self.files.iloc[0:0]
         self.table = W.HTML()
         self.layer.observe(lambda change: self.update(), names="value")
@@ -175,10 +179,10 @@ class LayerExplorer(W.VBox):
         self.changes = self.files[self.files["layer"] == i].reset_index(drop=True)
         shown = self.changes.head(400)
         rows = "".join(
-            f"<tr><td style='color:{_KIND_COLOR['A' if r.kind == 'added' else 'C' if r.kind == 'modified' else 'D']}'>"
-            f"{r.kind}</td><td>{_esc(r.path)}</td><td>{human_size(r.size)}</td>"
+            f"<tr><td style='color:{_KIND_COLOR[_KIND_LETTER.get(str(r.kind), 'D')]}'>"
+            f"{r.kind}</td><td>{_esc(r.path)}</td><td>{human_size(float(size))}</td>"
             f"<td>{'shadowed' if r.shadowed else ''}</td></tr>"
-            for r in shown.itertuples())
+            for r, size in zip(shown.itertuples(), shown["size"].tolist(), strict=True))
         more = f"<i>… {len(self.changes) - len(shown)} more</i>" if len(self.changes) > len(shown) else ""
         self.table.value = ("<table><tr><th>kind</th><th>path</th><th>size</th><th></th></tr>" + rows
                             + "</table>" + more)

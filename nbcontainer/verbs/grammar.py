@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -61,6 +62,42 @@ class Result:
                 v = {k: x for k, x in asdict(v).items() if k not in ("image", "spec")}
             out.append(json.dumps(v, default=str, sort_keys=True))
         return out
+
+
+class Face:
+    """What a verb may ask of the face that runs it; this default answers quietly and never prompts.
+
+    The CLI and the magics pass their own as ``args.face``: progress sinks that draw, and the
+    terminal or the notebook for credentials. A verb never reads stdin nor writes stdout itself.
+    """
+
+    interactive = False  # may prompt for a username and a password
+
+    def transfer_progress(self, mode: str) -> Callable[[Any], None] | None:
+        """A sink for pull/push events; ``mode``: ``auto``, ``plain`` or ``tqdm``."""
+        return None
+
+    def kept_lines(self, sink: Any) -> list[str]:
+        """The global lines (``Digest:``, ``Status:``) a sink kept instead of showing them."""
+        return []
+
+    def byte_progress(self, desc: str,
+                      total: int | None) -> AbstractContextManager[Callable[[int], Any] | None]:
+        """A context giving a callback for bytes done (or None) while save/load run."""
+        return nullcontext(None)
+
+    def read_stdin(self) -> str:
+        raise InvalidArgumentError("there is no standard input to read here")
+
+    def prompt(self, text: str, *, secret: bool = False) -> str:
+        raise InvalidArgumentError("cannot prompt for credentials here (use -u with -p or --password-stdin)")
+
+    def warn(self, text: str) -> None:
+        """A warning for the person at the terminal (Docker's, e.g. about ``--password``)."""
+
+
+def face_of(args: argparse.Namespace) -> Face:
+    return getattr(args, "face", None) or Face()
 
 
 @dataclass(frozen=True)

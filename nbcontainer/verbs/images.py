@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from nbcontainer.analysis import units as D
-from nbcontainer.verbs.grammar import Result, verb
+from nbcontainer.verbs.grammar import Result, face_of, verb
 
 
 @verb("bootstrap", "build a base image without a registry: busybox or debian[:SUITE]")
@@ -218,7 +218,7 @@ def _save_args(p: argparse.ArgumentParser) -> None:
 
 @_save_args
 def save(engine: Any, a: argparse.Namespace) -> Result:
-    with _bytes_bar(a, "saving") as bar:
+    with face_of(a).byte_progress("saving", None) as bar:
         engine.save(a.images, a.output, format=a.archive_format, compress=a.compress, progress=bar)
     return Result(a.output, "lines")
 
@@ -234,24 +234,6 @@ def load(engine: Any, a: argparse.Namespace) -> Result:
     from nbcontainer.transfer.archive.sources import format_loaded
 
     total = os.path.getsize(a.input) if os.path.isfile(a.input) else None
-    with _bytes_bar(a, "loading", total) as bar:
+    with face_of(a).byte_progress("loading", None if a.quiet else total) as bar:
         loaded = engine.load(a.input, progress=bar)
     return Result(loaded, "lines", lines=format_loaded(loaded))
-
-
-class _bytes_bar:
-    """A tqdm bar in bytes for long work (quiet with -q or when there is nothing to show)."""
-
-    def __init__(self, a: argparse.Namespace, desc: str, total: int | None = None) -> None:
-        self.bar = None
-        if not getattr(a, "quiet", False) and total and total > (8 << 20):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
-
-    def __enter__(self) -> Any:
-        return self.bar.update if self.bar is not None else None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -1,8 +1,8 @@
 """Registry verbs: pull, push, login, logout, manifest-inspect.
 
-Progress of pull and push is shown while it happens: Docker's plain lines on stdout in a terminal,
-one tqdm bar per layer in IPython (``--progress`` chooses; ``auto`` looks for a running IPython
-shell). With bars, the global lines (``Digest:``, ``Status:``) become the returned value instead
+Progress of pull and push is shown while it happens by the face's sinks: Docker's plain lines in a
+terminal, one tqdm bar per layer in a notebook (``--progress`` chooses; ``auto`` lets the face
+pick). With bars, the global lines (``Digest:``, ``Status:``) become the returned value instead
 of being printed, so a notebook cell shows them once.
 """
 
@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nbcontainer.analysis import units as D
 from nbcontainer.errors import InvalidArgumentError, NotFoundError
-from nbcontainer.verbs.grammar import Result, verb
-
-if TYPE_CHECKING:  # loaded by the verbs that move images, not by every start of the CLI
-    from nbcontainer.transfer.progress import LineProgress, TqdmProgress
-
-
-def _in_ipython() -> bool:
-    ipython = sys.modules.get("IPython")
-    return ipython is not None and ipython.get_ipython() is not None
+from nbcontainer.verbs.grammar import Result, face_of, verb
 
 
 def _transfer_args(p: argparse.ArgumentParser, quiet_help: str) -> None:
@@ -34,20 +25,10 @@ def _transfer_args(p: argparse.ArgumentParser, quiet_help: str) -> None:
                    help="skip TLS verification and fall back to plain HTTP for this registry")
 
 
-def _progress(a: argparse.Namespace) -> LineProgress | TqdmProgress | None:
-    from nbcontainer.transfer.progress import LineProgress, TqdmProgress
-
+def _progress(a: argparse.Namespace) -> Any:
     if a.quiet or getattr(a, "output_format", "table") == "json":
         return None
-    mode = a.progress if a.progress != "auto" else ("tqdm" if _in_ipython() else "plain")
-    return TqdmProgress(write_lines=False) if mode == "tqdm" else LineProgress()
-
-
-def _kept(progress: LineProgress | TqdmProgress | None) -> list[str]:
-    """The global lines a tqdm sink kept (a plain sink has printed them already)."""
-    from nbcontainer.transfer.progress import TqdmProgress
-
-    return progress.lines if isinstance(progress, TqdmProgress) else []
+    return face_of(a).transfer_progress(a.progress)
 
 
 @verb("pull", "download an image from a registry")
@@ -63,7 +44,7 @@ def pull(engine: Any, a: argparse.Namespace) -> Result:
 
     progress = _progress(a)
     res = engine.pull(a.ref, platform=a.platform, progress=progress, insecure=a.insecure)
-    return Result(res, "lines", lines=[*_kept(progress), str(Reference.parse(a.ref))])
+    return Result(res, "lines", lines=[*face_of(a).kept_lines(progress), str(Reference.parse(a.ref))])
 
 
 @verb("push", "upload an image to a registry")
@@ -81,7 +62,7 @@ def push(engine: Any, a: argparse.Namespace) -> Result:
     digest = engine.push(a.ref, a.target, progress=progress, insecure=a.insecure)
     if a.quiet:
         return Result(digest, "lines", lines=[str(Reference.parse(a.target or a.ref))])
-    return Result(digest, "lines", lines=_kept(progress))
+    return Result(digest, "lines", lines=face_of(a).kept_lines(progress))
 
 
 @verb("login", "log in to a registry (credentials are kept in Docker's config.json)")
@@ -97,21 +78,20 @@ def _login_args(p: argparse.ArgumentParser) -> None:
 @_login_args
 def login(engine: Any, a: argparse.Namespace) -> Result:
     username, password = a.username, a.password
+    face = face_of(a)
     if a.password_stdin:
         if not username:
             raise InvalidArgumentError("login: --password-stdin needs --username")
-        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
-    elif password is not None and not _in_ipython():
-        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
+        password = face.read_stdin().removesuffix("\n").removesuffix("\r")
+    elif password is not None:
+        face.warn("WARNING! Using --password via the CLI is insecure. Use --password-stdin.")
     if username is None or password is None:
-        if not (sys.stdin.isatty() or _in_ipython()):
+        if not face.interactive:
             raise InvalidArgumentError("login: cannot prompt for credentials without a terminal "
                                        "(use -u with -p or --password-stdin)")
-        username = username if username is not None else input("Username: ")
+        username = username if username is not None else face.prompt("Username: ")
         if password is None:
-            import getpass
-
-            password = getpass.getpass("Password: ")
+            password = face.prompt("Password: ", secret=True)
     if not username or not password:
         raise InvalidArgumentError("login: a username and a password are needed")
     engine.login(a.registry, username, password, insecure=a.insecure)

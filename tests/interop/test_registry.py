@@ -389,7 +389,9 @@ def test_progress_prints_docker_lines_to_a_text_stream(tmp_path, registry, clien
     img = make_image(store, "p:1", _two_layers())
     client.push(store, img, f"{registry.host}/p:1")
     out = io.StringIO()
-    with RegistryClient(config_path=tmp_path / "c.json", progress=out) as c:
+    from nbcontainer.cli.progress import LineProgress
+
+    with RegistryClient(config_path=tmp_path / "c.json", progress=LineProgress(out)) as c:
         c.pull(ImageStore(tmp_path / "d"), f"{registry.host}/p:1")
     lines = out.getvalue().splitlines()
     assert lines[0] == "1: Pulling from p"

@@ -48,6 +48,7 @@ from nbcontainer.oci import (
     layer_compression,
 )
 from nbcontainer.store import Image, ImageStore
+from nbcontainer.transfer.progress import Progress, ProgressEvent, progress_sink
 from nbcontainer.transfer.registry.auth import CredentialStore, RegistrySession, registry_host
 from nbcontainer.transfer.registry.distribution import (
     CHUNK,
@@ -66,18 +67,15 @@ from nbcontainer.transfer.registry.distribution import (
     unlink,
     upload_blob,
 )
-from nbcontainer.transfer.progress import LineProgress, ProgressEvent, TqdmProgress, progress_sink
 
 __all__ = [
     "ANNOTATION_REPO_DIGESTS",
     "LayerResult",
-    "LineProgress",
     "ProgressEvent",
     "PullResult",
     "RegistryClient",
     "RemoteManifest",
     "RemoteNotFoundError",
-    "TqdmProgress",
     "Unpack",
     "host_platform",
     "parse_platform",
@@ -159,8 +157,7 @@ class RegistryClient:
     timeout
         Seconds per network operation.
     progress
-        None (quiet), a callable taking :class:`ProgressEvent`, or a text stream for Docker's lines;
-        :class:`TqdmProgress` draws one bar per layer.
+        None (quiet) or a callable taking :class:`ProgressEvent` (the faces' sinks draw them).
     retries
         How often a broken blob download is resumed with ``Range`` within one pull.
     """
@@ -171,7 +168,7 @@ class RegistryClient:
         config_path: str | os.PathLike | None = None,
         insecure_registries: tuple[str, ...] | list[str] = (),
         timeout: float = 30.0,
-        progress: Any = None,
+        progress: Progress | None = None,
         retries: int = 3,
         max_concurrent: int = PARALLEL,
     ) -> None:
@@ -309,7 +306,8 @@ class RegistryClient:
             if desc.urls:
                 raise RegistryError(f"{r.familiar}: foreign layers ({desc.digest}) are not supported")
         slots: list[LayerResult | tuple[Descriptor, Digest]] = []
-        for desc, diff_id in zip(manifest.layers, config.diff_ids):
+        # the config's layers and the manifest's were checked to match when they were read
+        for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
             if store.content.has(diff_id):
                 self.emit(ProgressEvent(desc.digest.short, "Already exists"))
                 slots.append(LayerResult(diff_id, desc.digest, desc.media_type, desc.size, "Already exists"))
@@ -419,13 +417,13 @@ class RegistryClient:
         with ThreadPoolExecutor(max_workers=self.max_concurrent) as pool:
             futures = [pool.submit(self._push_layer, sess, r, scope, store, desc, diff_id, chunk_size,
                                    compress_level)
-                       for desc, diff_id in zip(image.manifest.layers, diff_ids)]
+                       for desc, diff_id in zip(image.manifest.layers, diff_ids, strict=True)]
         pushed = [fut.result() for fut in futures]
         config_bytes = store.content.read(image.manifest.config.digest)
         config_desc = Descriptor(MT_OCI_CONFIG, image.manifest.config.digest, len(config_bytes))
         if not blob_exists(sess, r, scope, config_desc.digest):
-            upload_blob(sess, r, (scope,), config_desc.digest, len(config_bytes), lambda: iter([config_bytes]),
-                        chunk_size=chunk_size, emit=self.emit)
+            upload_blob(sess, r, (scope,), config_desc.digest, len(config_bytes),
+                        lambda: iter([config_bytes]), chunk_size=chunk_size, emit=self.emit)
         manifest = Manifest(config_desc, tuple(pushed), MT_OCI_MANIFEST)
         body = manifest.to_bytes()
         digest = Digest.of(body)
