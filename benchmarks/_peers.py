@@ -37,7 +37,8 @@ class Podman:
         self.base = Path(tempfile.mkdtemp(prefix="nbcp-", dir=work))
         self.runroot = tempfile.mkdtemp(prefix="nbcp-run-")
         (self.base / "containers.conf").write_text(CONTAINERS_CONF)
-        self.env = {**os.environ, "CONTAINERS_CONF": str(self.base / "containers.conf"), "TMPDIR": str(self.base)}
+        self.env = {**os.environ, "CONTAINERS_CONF": str(self.base / "containers.conf"),
+                    "TMPDIR": str(self.base)}
         self.argv = ["podman", "--root", str(self.base / "root"), "--runroot", self.runroot,
                      "--storage-driver", driver, "--cgroup-manager", "cgroupfs"]
 
@@ -46,16 +47,16 @@ class Podman:
         return shutil.which("podman") is not None and shutil.which("runc") is not None
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.argv, *args], env=self.env, check=check, capture_output=True, timeout=600)
+        return subprocess.run([*self.argv, *args], env=self.env, check=check, capture_output=True,
+                              timeout=600)
 
     def rmi(self, name: str) -> None:
         subprocess.run([*self.argv, "rmi", "-f", name], env=self.env, capture_output=True, timeout=600,
                        check=False)
 
     def close(self) -> None:
-        subprocess.run([*self.argv, "rm", "-af"], env=self.env, capture_output=True, timeout=600, check=False)
-        subprocess.run([*self.argv, "rmi", "-af"], env=self.env, capture_output=True, timeout=600, check=False)
-        subprocess.run([*self.argv, "system", "reset", "-f"], env=self.env, capture_output=True, timeout=600, check=False)
+        for args in (["rm", "-af"], ["rmi", "-af"], ["system", "reset", "-f"]):
+            subprocess.run([*self.argv, *args], env=self.env, capture_output=True, timeout=600, check=False)
         subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
         shutil.rmtree(self.runroot, ignore_errors=True)

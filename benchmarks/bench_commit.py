@@ -3,6 +3,7 @@ dir) and ``podman commit`` in the same run. Run as root: ``.venv/bin/python benc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -34,6 +35,36 @@ def floor(upper: str, out: str) -> None:
             tf.add(upper, arcname="", recursive=True)
 
 
+def bench_one(engine: Engine, podman: Podman | None, work: Path, mb: int) -> list[str]:
+    """One table row: commit ``mb`` × 10 × 100 kB of fresh files, ours against the floor and podman."""
+    script = ("mkdir /data && for i in $(seq 10); do "
+              f"dd if=/dev/urandom of=/data/f$i bs=100k count={mb} 2>/dev/null; done")
+    name = f"c{mb}"
+    engine.run("busybox", ["sh", "-c", script], name=name)
+    upper = str(engine.snapshots.container_layer(engine.container(name).id).upper)
+
+    def drop() -> None:
+        with contextlib.suppress(Exception):  # not there on the first run
+            engine.rmi(f"bench:{mb}")
+
+    t_ours = median(lambda: engine.commit(name, f"bench:{mb}"), before=drop)
+    t_floor = median(lambda: floor(upper, str(work / "floor.tar")))
+    t_podman = None
+    if podman:
+        podman("run", "--network", "none", "--name", name, "bbox", "sh", "-c", script)
+
+        try:
+            t_podman = median(lambda: podman("commit", name, f"bench{mb}"),
+                              before=lambda: podman("rmi", f"bench{mb}", check=False))
+        except Exception as err:  # noqa: BLE001 - report, do not hide
+            print(f"podman commit failed: {err}", file=sys.stderr)
+    engine.rm(name)
+    return [f"commit {mb} MB", f"{t_ours * 1000:.0f} ms", f"{t_floor * 1000:.0f} ms",
+            f"{t_ours / t_floor:.2f}x",
+            f"{t_podman * 1000:.0f} ms" if t_podman else "n/a",
+            f"{t_podman / t_ours:.2f}x" if t_podman else "n/a"]
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nbc-bench-commit-"))
     engine = Engine(work / "store")
@@ -47,33 +78,7 @@ def main() -> None:
     rows = []
     try:
         for mb in (1, 100):
-            script = f"mkdir /data && for i in $(seq 10); do dd if=/dev/urandom of=/data/f$i bs=100k count={mb} 2>/dev/null; done"
-            name = f"c{mb}"
-            engine.run("busybox", ["sh", "-c", script], name=name)
-            upper = str(engine.snapshots.container_layer(engine.container(name).id).upper)
-
-            def drop() -> None:
-                try:
-                    engine.rmi(f"bench:{mb}")
-                except Exception:  # noqa: BLE001 - not there on the first run
-                    pass
-
-            t_ours = median(lambda: engine.commit(name, f"bench:{mb}"), before=drop)
-            t_floor = median(lambda: floor(upper, str(work / "floor.tar")))
-            t_podman = None
-            if podman:
-                podman("run", "--network", "none", "--name", name, "bbox", "sh", "-c", script)
-
-                try:
-                    t_podman = median(lambda: podman("commit", name, f"bench{mb}"),
-                                      before=lambda: podman("rmi", f"bench{mb}", check=False))
-                except Exception as err:  # noqa: BLE001 - report, do not hide
-                    print(f"podman commit failed: {err}", file=sys.stderr)
-            rows.append([f"commit {mb} MB", f"{t_ours * 1000:.0f} ms", f"{t_floor * 1000:.0f} ms",
-                         f"{t_ours / t_floor:.2f}x",
-                         f"{t_podman * 1000:.0f} ms" if t_podman else "n/a",
-                         f"{t_podman / t_ours:.2f}x" if t_podman else "n/a"])
-            engine.rm(name)
+            rows.append(bench_one(engine, podman, work, mb))
     finally:
         if podman:
             podman.close()
@@ -81,15 +86,13 @@ def main() -> None:
             engine.rm(s.id, force=True)
         pid = engine.root / "run" / "runner.pid"
         if pid.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid.read_text()), 15)
-            except ProcessLookupError:
-                pass
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    print(table(["work", "ours", "floor (tarfile+sha256)", "ours/floor", "podman commit", "podman/ours"], rows))
-
+    print(table(["work", "ours", "floor (tarfile+sha256)", "ours/floor", "podman commit", "podman/ours"],
+                rows))
 
 if __name__ == "__main__":
     main()

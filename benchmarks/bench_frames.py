@@ -15,9 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _peers import median, table
 
-from nbcontainer.analysis import frames
-
 from nbcontainer import Engine
+from nbcontainer.analysis import frames
 from nbcontainer.notebook.widgets import LayerExplorer
 
 
@@ -42,8 +41,10 @@ def main() -> None:
         t_tar = median(lambda: [subprocess.run(["tar", "-tvf", b], capture_output=True, check=True)
                                 for b in blobs], runs=5)
         rows = [
-            [f"files() ({n} entries)", f"{t_files * 1000:.0f} ms", f"{t_tar * 1000:.0f} ms", f"{t_files / t_tar:.2f}x"],
-            ["LayerExplorer(...)", f"{t_explorer * 1000:.0f} ms", f"{t_tar * 1000:.0f} ms", f"{t_explorer / t_tar:.2f}x"],
+            [f"files() ({n} entries)", f"{t_files * 1000:.0f} ms", f"{t_tar * 1000:.0f} ms",
+             f"{t_files / t_tar:.2f}x"],
+            ["LayerExplorer(...)", f"{t_explorer * 1000:.0f} ms", f"{t_tar * 1000:.0f} ms",
+             f"{t_explorer / t_tar:.2f}x"],
         ]
         print(table(["work", "ours", "tar -tvf of the layers", "ratio"], rows))
     finally:

@@ -156,7 +156,8 @@ def bench_podman(ref: str, work: Path) -> float | str:
                              capture_output=True, text=True, env=env)
         t = time.perf_counter() - t
         if run.returncode != 0:
-            return f"n/a ({run.stderr.strip().splitlines()[-1][:80] if run.stderr.strip() else run.returncode})"
+            why = run.stderr.strip().splitlines()[-1][:80] if run.stderr.strip() else run.returncode
+            return f"n/a ({why})"
         return t
     finally:
         subprocess.run([*base, "system", "reset", "--force"], check=False, capture_output=True, env=env)
@@ -202,7 +203,8 @@ def main() -> None:
         print("| image | our push (gzip -1) | our pull | skopeo copy → oci: | podman pull | podman / ours |")
         print("|---|---|---|---|---|---|")
         for label, push, ours, skopeo, podman in rows:
-            ratio = f"{podman / ours:.1f}×" if isinstance(podman, float) and isinstance(ours, float) else "n/a"
+            both = isinstance(podman, float) and isinstance(ours, float)
+            ratio = f"{podman / ours:.1f}×" if both else "n/a"
             print(f"| {label} | {push:.2f} s | {fmt(ours)} | {fmt(skopeo)} | {fmt(podman)} | {ratio} |")
     finally:
         if proc is not None:

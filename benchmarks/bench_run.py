@@ -10,6 +10,7 @@ Run as root: ``.venv/bin/python benchmarks/bench_run.py [N]``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,13 +31,15 @@ from nbcontainer.runtime import ContainerSpec, Runtime
 from nbcontainer.snapshot import Mount, Snapshotter
 
 WARMUP = 5
-PODMAN_CONF = '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\n'
+PODMAN_CONF = ('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+               '[engine]\nruntime = "runc"\n')
 
 
 def build_rootfs(dest: Path) -> str:
     (dest / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", dest / "bin" / "busybox")
-    applets = subprocess.run(["/bin/busybox", "--list-full"], check=True, capture_output=True, text=True).stdout
+    applets = subprocess.run(["/bin/busybox", "--list-full"], check=True, capture_output=True,
+                             text=True).stdout
     for applet in applets.split():
         path = dest / applet
         if not path.exists() and path.name != "busybox":
@@ -44,7 +47,8 @@ def build_rootfs(dest: Path) -> str:
             path.symlink_to(os.path.relpath(dest / "bin" / "busybox", path.parent))
     for d in ("etc", "proc", "sys", "dev", "tmp", "root"):
         (dest / d).mkdir(exist_ok=True)
-    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "nobody:x:65534:65534::/:/bin/false\n")
     (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     return "sha256:" + hashlib.sha256(b"bench-busybox" + Path("/bin/busybox").read_bytes()).hexdigest()
 
@@ -106,8 +110,8 @@ def oci_bundle(work: Path, rootfs_src: Path) -> Path:
 
 def oci_runtime(binary: str, bundle: Path, state: Path) -> Callable[[], None]:
     def once() -> None:
-        res = subprocess.run([binary, "--root", str(state), "run", "-b", str(bundle), f"b{secrets.token_hex(6)}"],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        argv = [binary, "--root", str(state), "run", "-b", str(bundle), f"b{secrets.token_hex(6)}"]
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError((res.stderr or res.stdout).strip().splitlines()[-1])
 
@@ -209,7 +213,8 @@ def crun_in_v1_view(bundle: Path, state: Path, n: int, gap: float = 0.0) -> floa
     hierarchies (plus hugetlb) and no v2 mount. The cgroups it makes are the real ones; nothing of
     the view outlives the namespace."""
     res = subprocess.run(["unshare", "-m", "sh", "-c", _V1_VIEW, sys.executable, "-c", _TIMER, "crun",
-                          str(state), str(bundle), str(n), str(gap)], capture_output=True, text=True, check=False)
+                          str(state), str(bundle), str(n), str(gap)],
+                         capture_output=True, text=True, check=False)
     if res.returncode != 0:
         return f"n/a ({(res.stderr or res.stdout).strip().splitlines()[-1:]})"
     return float(res.stdout.strip())
@@ -315,10 +320,8 @@ def main() -> None:
     finally:
         pid_file = work / "store" / "run" / "runner.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), 15)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -39,8 +39,8 @@ def ours(root: Path, chain: str, network: str) -> Callable[[], None]:
     def once() -> None:
         cid = secrets.token_hex(32)
         layer = snap.prepare(cid, chain)
-        rt.create(ContainerSpec(id=cid, name=f"bench-{cid[:12]}", rootfs=snap.mount(cid), merged=str(layer.merged),
-                                args=["true"], network=network))
+        rt.create(ContainerSpec(id=cid, name=f"bench-{cid[:12]}", rootfs=snap.mount(cid),
+                                merged=str(layer.merged), args=["true"], network=network))
         rt.start(cid)
         code = rt.wait(cid)
         rt.delete(cid)
@@ -55,8 +55,8 @@ def podman_bridge(work: Path, rootfs_src: Path) -> tuple[Callable[[], None], Cal
     host_before = _host_net_state()
 
     def once() -> None:
-        res = subprocess.run([*base, "run", "--rm", "nbc-bench-busybox", "true"], env=env, capture_output=True,
-                             text=True, check=False)
+        res = subprocess.run([*base, "run", "--rm", "nbc-bench-busybox", "true"], env=env,
+                             capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError((res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1])
 
@@ -77,8 +77,8 @@ def _host_net_state() -> tuple[set[str], set[str], str]:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         forward = f.read().strip()
-    return (set(tables.splitlines()), {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()},
-            forward)
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    return set(tables.splitlines()), names, forward
 
 
 def _restore_host_net_state(before: tuple[set[str], set[str], str]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _peers import Podman, median  # noqa: E402
+from _peers import Podman, median
 
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
 from nbcontainer.store import Image, ImageStore

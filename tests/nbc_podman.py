@@ -47,7 +47,8 @@ class Podman:
 
     def __call__(self, *args: str) -> str:
         proc = self.run(*args)
-        assert proc.returncode == 0, f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+        assert proc.returncode == 0, (
+            f"podman {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
     def close(self) -> None:

@@ -13,7 +13,8 @@ HERE = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def nb(cells):
-    book = new_notebook(cells=[new_markdown_cell(c[3:]) if c.startswith("md:") else new_code_cell(c) for c in cells])
+    book = new_notebook(cells=[new_markdown_cell(c[3:]) if c.startswith("md:") else new_code_cell(c)
+                               for c in cells])
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return book
 
@@ -22,7 +23,8 @@ NB01 = [
     ("md:# Images and containers, from the inside\n\nThis notebook walks the classic Docker tutorial with "
      "`nbcontainer`: an image is a stack of layers, a container is one more writable layer on top, and "
      "overlayfs unions them. Every table below is a pandas DataFrame."),
-    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\nfrom nbcontainer.notebook.widgets import DiffView, LayerExplorer, LayerSizeChart, UnionMountView\n"
+    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\n"
+     "from nbcontainer.notebook.widgets import DiffView, LayerExplorer, LayerSizeChart, UnionMountView\n"
      "engine = Engine()\nengine.root"),
     "md:## Images and layers\nA base image built from the host's `busybox-static`, no registry needed.",
     "%container bootstrap busybox",
@@ -32,7 +34,8 @@ NB01 = [
     ("md:## The union mount\nA container gets its own writable *upper* dir over the image's read-only "
      "*lower* dirs. While it runs, the overlay is a real mount on the host."),
     "%container run -d --name tutorial busybox sleep 600",
-    ("mounts = [line for line in open('/proc/mounts') if line.startswith('overlay') and str(engine.root) in line]\n"
+    ("mounts = [line for line in open('/proc/mounts') "
+     "if line.startswith('overlay') and str(engine.root) in line]\n"
      "print(mounts[0].replace(',', ',\\n  '))"),
     "md:## A change lands in the upper dir",
     "%container exec tutorial sh -c 'echo this is a testfile > /tmp/testfile'",
@@ -56,9 +59,11 @@ NB01 = [
 
 NB02 = [
     "md:# Layer analysis with pandas\nWhat is inside a Debian minbase image, file by file.",
-    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\nfrom nbcontainer.analysis import frames\nfrom nbcontainer.analysis.plots import directory_sizes, layer_size_chart\n"
+    ("%load_ext nbcontainer\nfrom nbcontainer import Engine\nfrom nbcontainer.analysis import frames\n"
+     "from nbcontainer.analysis.plots import directory_sizes, layer_size_chart\n"
      "from nbcontainer.notebook.widgets import LayerExplorer\nengine = Engine()"),
-    ("import os\nif not any(r.repository == 'debian' for r in engine.images()):\n    engine.bootstrap('debian:bookworm')\n"
+    ("import os\nif not any(r.repository == 'debian' for r in engine.images()):\n"
+     "    engine.bootstrap('debian:bookworm')\n"
      "%container images"),
     "files = frames.to_frame('files', engine.files('debian:bookworm'))\nfiles.shape",
     "md:## The largest files",
@@ -67,7 +72,8 @@ NB02 = [
     ("visible = files[files['visible'] & (files['type'] == 'file')]\n"
      "visible.groupby(visible['path'].str.split('/').str[1:3].str.join('/'))['size'].sum().nlargest(10)"),
     "directory_sizes(files, depth=2)",
-    "md:## Wasted space\nAn earlier copy of a file that a later layer overwrites or deletes is shipped but never seen.",
+    ("md:## Wasted space\n"
+     "An earlier copy of a file that a later layer overwrites or deletes is shipped but never seen."),
     "print(f\"efficiency {frames.efficiency(files):.1%}\")\nframes.wasted(files).head()",
     "LayerExplorer(engine, 'debian:bookworm')",
 ]
@@ -76,7 +82,8 @@ NB03 = [
     ("md:# Reproducible environments, one commit at a time\nEach step is a container whose changes are "
      "committed as a layer; the image history is the record of how the environment was made."),
     "%load_ext nbcontainer\nfrom nbcontainer import Engine\nengine = Engine()\n%container bootstrap busybox",
-    ("%container run --name step1 busybox sh -c 'mkdir -p /opt/app && echo \"print(42)\" > /opt/app/main.py'\n"
+    ("%container run --name step1 busybox sh -c 'mkdir -p /opt/app && echo \"print(42)\" > "
+     "/opt/app/main.py'\n"
      "%commit -m 'step 1: application code' step1 env:step1"),
     ("%container run --name step2 env:step1 sh -c 'echo \"numpy==2.1\" > /opt/app/requirements.txt'\n"
      "%commit -m 'step 2: pin requirements' -c 'WORKDIR /opt/app' -c 'ENV APP_ENV=training' step2 env:step2"),
@@ -95,8 +102,9 @@ NB05 = [
      "and what it may *do* (the device cgroup, capabilities, seccomp, no_new_privs). Each section runs "
      "the same check inside a busybox container and in this notebook's kernel process on the host."),
     ("%load_ext nbcontainer\nimport json\nimport os\nimport socket\nimport stat\n\nimport pandas as pd\n\n"
-     "from nbcontainer import Engine\nfrom nbcontainer.runtime.caps import NAMES\nfrom nbcontainer.runtime.devices "
-     "import rules_for\n\npd.set_option('display.max_colwidth', None)\nengine = Engine()"),
+     "from nbcontainer import Engine\nfrom nbcontainer.runtime.caps import NAMES\n"
+     "from nbcontainer.runtime.devices import rules_for\n\n"
+     "pd.set_option('display.max_colwidth', None)\nengine = Engine()"),
     "%container bootstrap busybox",
     ("md:Two helpers: `run` starts a throwaway container (`--rm`, no network) and returns its result "
      "(`exit_code`, `stdout`, `stderr`); `cgroup_file` reads one file of a container's cgroup on the host."),
@@ -113,7 +121,8 @@ NB05 = [
      "    rows = dict(line.split(':', 1) for line in status.splitlines() if ':' in line)\n"
      "    return {f: rows[f].strip() for f in fields}\n\n\n"
      "def cgroup_file(name, path):\n"
-     "    \"\"\"'memory/memory.limit_in_bytes' of container `name`: its group of that controller, read on the host.\"\"\"\n"
+     "    \"\"\"'memory/memory.limit_in_bytes' of container `name`: its group of that controller, read on "
+     "the host.\"\"\"\n"
      "    controller, file = path.split('/')\n"
      "    with open(os.path.join(engine.container(name).cgroups[controller], file)) as f:\n"
      "        return f.read().strip()"),
@@ -122,7 +131,8 @@ NB05 = [
      "A namespace gives its processes a private copy of one global resource. Each namespace is a kernel "
      "object with an inode number, and `/proc/<pid>/ns/<kind>` is a link naming it, so two processes share "
      "a namespace exactly when their links name the same inode."),
-    ("WHAT = {'mnt': 'mount table', 'pid': 'process ids', 'net': 'interfaces, routes, ports', 'uts': 'hostname',\n"
+    ("WHAT = {'mnt': 'mount table', 'pid': 'process ids', "
+     "'net': 'interfaces, routes, ports', 'uts': 'hostname',\n"
      "        'ipc': 'System V IPC, POSIX message queues', 'user': 'uids, gids, capabilities',\n"
      "        'cgroup': 'the cgroup paths it sees', 'time': 'boot and monotonic clocks'}\n"
      "r = run('sh', '-c', 'for ns in /proc/self/ns/*; do echo $(basename $ns) $(readlink $ns); done')\n"
@@ -155,9 +165,11 @@ NB05 = [
     ("c = engine.container('iso')\n"
      "nspid = status_fields(open(f'/proc/{c.pid}/status').read(), 'NSpid')['NSpid'].split()\n"
      "host_procs = sum(p.isdigit() for p in os.listdir('/proc'))\n"
-     "container_procs = engine.exec('iso', ['sh', '-c', 'ls -d /proc/[0-9]* | wc -l']).stdout.decode().strip()\n"
+     "container_procs = engine.exec('iso', "
+     "['sh', '-c', 'ls -d /proc/[0-9]* | wc -l']).stdout.decode().strip()\n"
      "pd.DataFrame({'host': [nspid[0], socket.gethostname(), host_procs],\n"
-     "              'container': [nspid[1], engine.exec('iso', ['hostname']).stdout.decode().strip(), container_procs]},\n"
+     "              'container': [nspid[1], engine.exec('iso', ['hostname']).stdout.decode().strip(), "
+     "container_procs]},\n"
      "             index=['PID of `sleep 600`', 'hostname', 'processes in /proc'])"),
     "%container rm -f iso",
 
@@ -178,7 +190,8 @@ NB05 = [
     ("md:From the inside the limits are not visible here: with the host's cgroup namespace "
      "`/proc/self/cgroup` shows the host's paths, and nbcontainer does not mount a cgroup filesystem at "
      "`/sys/fs/cgroup` in the container (Docker mounts the container's own groups there, read-only)."),
-    "%container exec limited sh -c 'cat /proc/self/cgroup; echo; echo entries in /sys/fs/cgroup: $(ls /sys/fs/cgroup | wc -l)'",
+    ("%container exec limited sh -c 'cat /proc/self/cgroup; echo; "
+     "echo entries in /sys/fs/cgroup: $(ls /sys/fs/cgroup | wc -l)'"),
     ("md:The pids limit counts every process and thread of the group: a shell that tries to start 30 "
      "background jobs gets `fork` failing with EAGAIN once 20 are alive. `pids.events` counts the refusals."),
     ("r = engine.exec('limited', ['sh', '-c', 'for i in $(seq 30); do sleep 1 & done; wait'])\n"
@@ -188,12 +201,15 @@ NB05 = [
     ("md:Memory works the same way. `tail` without a newline in its input keeps everything in memory; "
      "under a 32 MiB limit the kernel's OOM killer ends it, the shell exits 137 (128 + SIGKILL) and the "
      "state records `OOMKilled`, as `docker inspect` does."),
-    ("r = engine.run('busybox', ['sh', '-c', 'head -c 200m /dev/zero | tail'], name='hog', memory='32m', network='none')\n"
+    ("r = engine.run('busybox', ['sh', '-c', 'head -c 200m /dev/zero | tail'], "
+     "name='hog', memory='32m', network='none')\n"
      "state = engine.inspect('hog')['State']\n"
      "events = status_fields(cgroup_file('hog', f'{M}/memory.oom_control' if V1 else f'{M}/memory.events')"
      ".replace(' ', ':'), 'oom_kill')\n"
-     "pd.Series({'exit code': r.exit_code, 'stderr': r.stderr.decode().strip(), 'State.OOMKilled': state['OOMKilled'],\n"
-     "           'memory limit': cgroup_file('hog', FILES['memory limit']), 'oom kills in the group': events['oom_kill']},\n"
+     "pd.Series({'exit code': r.exit_code, 'stderr': r.stderr.decode().strip(), "
+     "'State.OOMKilled': state['OOMKilled'],\n"
+     "           'memory limit': cgroup_file('hog', FILES['memory limit']), "
+     "'oom kills in the group': events['oom_kill']},\n"
      "          name='hog').to_frame()"),
     "%container rm hog",
 
@@ -204,12 +220,15 @@ NB05 = [
     "%container run --rm --network none busybox ls -l /dev",
     ("inside = set(run('ls', '/dev').stdout.decode().split())\n"
      "rows = []\n"
-     "for name in ['null', 'zero', 'random', 'urandom', 'tty', 'console', 'kmsg', 'mem', 'loop-control', 'loop0',\n"
+     "for name in ['null', 'zero', 'random', 'urandom', 'tty', 'console', 'kmsg', 'mem', "
+     "'loop-control', 'loop0',\n"
      "             'fuse', 'kvm', 'sda', 'vda', 'nvme0n1']:\n"
      "    if os.path.exists('/dev/' + name):\n"
      "        st = os.stat('/dev/' + name)\n"
-     "        rows.append({'host device': '/dev/' + name, 'type': 'char' if stat.S_ISCHR(st.st_mode) else 'block',\n"
-     "                     'major:minor': f'{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}', 'in container': name in inside})\n"
+     "        rows.append({'host device': '/dev/' + name, "
+     "'type': 'char' if stat.S_ISCHR(st.st_mode) else 'block',\n"
+     "                     'major:minor': f'{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}', "
+     "'in container': name in inside})\n"
      "pd.DataFrame(rows)"),
     ("md:The device cgroup holds an allow list: `type major:minor access`, with type `c` (char), `b` (block) "
      "or `a` (all), `*` for any number, access `r` (read), `w` (write) and `m` (mknod). Anything not listed "
@@ -218,8 +237,10 @@ NB05 = [
      "compiled into an eBPF program attached to the group, which has no file to read)."),
     ("%container run -d --name plain --network none busybox sleep 600\n"
      "%container run -d --name withloop --network none --device /dev/loop-control busybox sleep 600"),
-    ("KNOWN = {'1:3': 'null', '1:5': 'zero', '1:7': 'full', '1:8': 'random', '1:9': 'urandom', '5:0': 'tty',\n"
-     "         '5:1': 'console', '5:2': 'ptmx', '136:*': 'pts/*', '10:237': 'loop-control', '*:*': 'any'}\n\n\n"
+    ("KNOWN = {'1:3': 'null', '1:5': 'zero', '1:7': 'full', '1:8': 'random', "
+     "'1:9': 'urandom', '5:0': 'tty',\n"
+     "         '5:1': 'console', '5:2': 'ptmx', '136:*': 'pts/*', '10:237': 'loop-control', '*:*': 'any'}\n"
+     "\n\n"
      "def device_rules(name):\n"
      "    c = engine.container(name)\n"
      "    if 'devices' in c.cgroups:\n"
@@ -228,12 +249,14 @@ NB05 = [
      "        lines = [r.v1_text() for r in rules_for([]) if r.allow]\n"
      "        lines += [f\"{d['type']} {d['major']}:{d['minor']} {d['access']}\" for d in c.spec.devices]\n"
      "    rows = [line.split() for line in lines]\n"
-     "    return pd.DataFrame([{'type': {'a': 'all', 'c': 'char', 'b': 'block'}[t], 'major:minor': n, 'access': a,\n"
+     "    return pd.DataFrame([{'type': {'a': 'all', 'c': 'char', 'b': 'block'}[t], "
+     "'major:minor': n, 'access': a,\n"
      "                          'device': KNOWN.get(n, '')} for t, n, a in rows])\n\n\n"
      "rules = device_rules('plain')\nrules"),
     ("md:`c *:* m` and `b *:* m` allow `mknod` of any node (root holds `CAP_MKNOD`), but making a node "
      "is not opening it: the open is checked against the list and refused."),
-    "%container exec plain sh -c 'mknod /tmp/loop-control c 10 237 && ls -l /tmp/loop-control && : < /tmp/loop-control'",
+    ("%container exec plain sh -c 'mknod /tmp/loop-control c 10 237 && ls -l /tmp/loop-control "
+     "&& : < /tmp/loop-control'"),
     ("md:`--device /dev/loop-control` creates the node in the container's `/dev` and adds one rule for "
      "its number, so now the open succeeds:"),
     ("with_loop = device_rules('withloop')\n"
@@ -248,14 +271,16 @@ NB05 = [
      "* **CapEff** effective: what the kernel checks now;\n"
      "* **CapPrm** permitted: what it may make effective;\n"
      "* **CapInh** inheritable and **CapAmb** ambient: what may survive an `execve`;\n"
-     "* **CapBnd** bounding: the ceiling; nothing outside it can ever be gained, even by a setuid program.\n\n"
+     "* **CapBnd** bounding: the ceiling; nothing outside it can ever be gained, even by a setuid program.\n"
+     "\n"
      "A container's root gets Docker's 14 default capabilities. A non-root user (`--user 65534`) holds "
      "none, but keeps the bounding set; `--cap-drop ALL` empties every set; `--cap-add` adds one."),
     ("def cap_sets(status):\n"
      "    \"\"\"{'CapEff': mask, ...} of a /proc/<pid>/status text.\"\"\"\n"
      "    return {k: int(v, 16) for k, v in status_fields(status, 'CapEff', 'CapPrm', 'CapInh', 'CapBnd', "
      "'CapAmb').items()}\n\n\n"
-     "CASES = {'--user 65534': {'user': '65534'}, 'root (default)': {}, '--cap-drop ALL': {'cap_drop': ['ALL']},\n"
+     "CASES = {'--user 65534': {'user': '65534'}, 'root (default)': {}, "
+     "'--cap-drop ALL': {'cap_drop': ['ALL']},\n"
      "         '--cap-add NET_ADMIN': {'cap_add': ['NET_ADMIN']}}\n"
      "with open('/proc/self/status') as f:\n"
      "    sets = {'host kernel process': cap_sets(f.read())}\n"
@@ -267,15 +292,18 @@ NB05 = [
      "`a` ambient (`nbcontainer.runtime.caps.NAMES` is indexed by bit). Rows are the capabilities some "
      "container here holds in some set:"),
     ("LETTERS = {'CapEff': 'e', 'CapPrm': 'p', 'CapBnd': 'b', 'CapInh': 'i', 'CapAmb': 'a'}\n"
-     "held = pd.DataFrame({label: [''.join(ch for key, ch in LETTERS.items() if sets.loc[label, key] >> bit & 1)\n"
-     "                             for bit in range(len(NAMES))] for label in sets.index}, index=list(NAMES))\n"
+     "held = pd.DataFrame({label: [''.join(ch for key, ch in LETTERS.items() "
+     "if sets.loc[label, key] >> bit & 1)\n"
+     "                             for bit in range(len(NAMES))] for label in sets.index}, "
+     "index=list(NAMES))\n"
      "containers = held.drop(columns='host kernel process')\n"
      "print('held by the host process, by none of these containers:',\n"
      "      ', '.join(held.index[(containers == '').all(axis=1) & (held['host kernel process'] != '')]))\n"
      "held[(containers != '').any(axis=1)]"),
     "md:One of them at work: taking the loopback interface down needs `CAP_NET_ADMIN`.",
     ("pd.Series({label: outcome(run('ip', 'link', 'set', 'lo', 'down', **opts))\n"
-     "           for label, opts in [('root (default)', {}), ('--cap-add NET_ADMIN', {'cap_add': ['NET_ADMIN']})]},\n"
+     "           for label, opts in [('root (default)', {}), "
+     "('--cap-add NET_ADMIN', {'cap_add': ['NET_ADMIN']})]},\n"
      "          name='ip link set lo down').to_frame()"),
 
     ("md:## 6. Seccomp: which system calls it may make\n"
@@ -286,8 +314,10 @@ NB05 = [
      "`/proc/<pid>/status` is 0 (off), 1 (strict) or 2 (filter); `--security-opt seccomp=unconfined` "
      "turns it off."),
     ("SECCOMP = {'default': [], 'seccomp=unconfined': ['seccomp=unconfined']}\n"
-     "pd.DataFrame({label: status_fields(run('cat', '/proc/self/status', security_opt=opts).stdout.decode(),\n"
-     "                                   'Seccomp', 'Seccomp_filters') for label, opts in SECCOMP.items()}).T"),
+     "pd.DataFrame({label: status_fields(run('cat', '/proc/self/status', "
+     "security_opt=opts).stdout.decode(),\n"
+     "                                   'Seccomp', 'Seccomp_filters') "
+     "for label, opts in SECCOMP.items()}).T"),
     ("md:A few calls tried under the default profile, with seccomp off, and with `CAP_SYS_ADMIN` added "
      "(default profile). busybox prints `EPERM` from `mount` as \"permission denied (are you root?)\"."),
     ("TRIES = {'unshare -U -r true': 'unshare(CLONE_NEWUSER)', 'unshare -m true': 'unshare(CLONE_NEWNS)',\n"
@@ -299,8 +329,9 @@ NB05 = [
      "tries.insert(0, 'system call', TRIES.values())\ntries"),
     ("md:* `unshare -U` (a new user namespace) needs no capability at all: seccomp alone stops it, because "
      "user namespaces expose a lot of kernel code to unprivileged processes.\n"
-     "* `unshare -m` and `mount` are stopped twice: with seccomp off the capability check still refuses them. "
-     "Adding `CAP_SYS_ADMIN` lifts both, since the default profile follows the capabilities; that is why "
+     "* `unshare -m` and `mount` are stopped twice: with seccomp off the capability check still refuses "
+     "them. Adding `CAP_SYS_ADMIN` lifts both, since the default profile follows the capabilities; "
+     "that is why "
      "`--cap-add SYS_ADMIN` comes close to `--privileged` (Docker adds an AppArmor profile on hosts that "
      "have AppArmor, which still refuses `mount`; nbcontainer uses no LSM).\n"
      "* `chroot` is allowed: the container holds `CAP_SYS_CHROOT`.\n\n"
@@ -322,7 +353,8 @@ NB05 = [
      "by default (so `su` or a setuid `ping` in an image still work) and sets it with "
      "`--security-opt no-new-privileges`."),
     ("NNP = {'default': [], 'no-new-privileges': ['no-new-privileges']}\n"
-     "pd.DataFrame({label: status_fields(run('cat', '/proc/self/status', security_opt=opts).stdout.decode(),\n"
+     "pd.DataFrame({label: status_fields(run('cat', '/proc/self/status', "
+     "security_opt=opts).stdout.decode(),\n"
      "                                   'NoNewPrivs', 'Seccomp') for label, opts in NNP.items()}).T"),
     "md:Every container above was removed (`--rm`, or `rm` at the end of its section):",
     "%container ps -a",

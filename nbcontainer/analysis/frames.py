@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from nbcontainer.oci import Index
+
 if TYPE_CHECKING:
     from nbcontainer.oci import Platform
     from nbcontainer.transfer.registry.client import RemoteManifest
@@ -38,14 +40,14 @@ def _times(series: pd.Series) -> pd.Series:
 
 def generic(value: Any) -> pd.DataFrame:
     rows = value if isinstance(value, list) else [value]
-    return pd.DataFrame([asdict(r) if is_dataclass(r) else r for r in rows])
+    return pd.DataFrame([asdict(r) if is_dataclass(r) and not isinstance(r, type) else r for r in rows])
 
 
 @builder("images")
 def images(rows: list) -> pd.DataFrame:
     df = pd.DataFrame(
-        [{"repository": r.repository, "tag": r.tag, "image_id": str(r.id), "created": r.created, "size": r.size}
-         for r in rows],
+        [{"repository": r.repository, "tag": r.tag, "image_id": str(r.id), "created": r.created,
+          "size": r.size} for r in rows],
         columns=["repository", "tag", "image_id", "created", "size"],
     )
     df["created"] = _times(df["created"])
@@ -71,7 +73,8 @@ def layers(rows: list) -> pd.DataFrame:
         [{"index": r.index, "digest": str(r.digest), "diff_id": str(r.diff_id), "chain_id": str(r.chain_id),
           "size": r.size, "files": r.files, "created_by": r.created_by, "path": r.path,
           "media_type": r.media_type} for r in rows],
-        columns=["index", "digest", "diff_id", "chain_id", "size", "files", "created_by", "path", "media_type"],
+        columns=["index", "digest", "diff_id", "chain_id", "size", "files", "created_by", "path",
+                 "media_type"],
     )
     return df.astype({"index": "int64", "size": "int64", "files": "int64"})
 
@@ -89,7 +92,8 @@ def containers(rows: list) -> pd.DataFrame:
         [{"container_id": r.id, "image": r.image, "command": r.command, "created": r.created,
           "status": r.status, "state": r.state, "name": r.name, "pid": r.pid, "exit_code": r.exit_code}
          for r in rows],
-        columns=["container_id", "image", "command", "created", "status", "state", "name", "pid", "exit_code"],
+        columns=["container_id", "image", "command", "created", "status", "state", "name", "pid",
+                 "exit_code"],
     )
     df["created"] = _times(df["created"])
     return df.astype({"pid": "int64", "exit_code": "int64"})
@@ -112,7 +116,8 @@ def diff(rows: list) -> pd.DataFrame:
     return df.astype({"size": "int64", "whiteout": "bool", "opaque": "bool"})
 
 
-FILE_COLUMNS = ["path", "layer", "size", "mode", "uid", "gid", "type", "kind", "shadowed", "shadowed_by", "visible"]
+FILE_COLUMNS = ["path", "layer", "size", "mode", "uid", "gid", "type", "kind", "shadowed", "shadowed_by",
+                "visible"]
 
 
 @builder("files")
@@ -182,13 +187,14 @@ MANIFEST_COLUMNS = ["layer", "media_type", "digest", "size"]
 def manifest(remote: RemoteManifest) -> pd.DataFrame:
     """An index: one row per platform (its manifest's descriptor). A manifest: one row per layer,
     bottom first, with the compressed size the registry stores."""
-    if remote.is_index:
-        records = [(*_platform_cells(m.platform), m.media_type, str(m.digest), m.size)
-                   for m in remote.manifest.manifests]  # type: ignore[union-attr]
-        return pd.DataFrame.from_records(records, columns=INDEX_COLUMNS).astype({"size": "int64"})
-    records = [(i, layer.media_type, str(layer.digest), layer.size)
-               for i, layer in enumerate(remote.manifest.layers)]  # type: ignore[union-attr]
-    return pd.DataFrame.from_records(records, columns=MANIFEST_COLUMNS).astype({"layer": "int64", "size": "int64"})
+    body = remote.manifest
+    if isinstance(body, Index):  # remote.is_index, spelled so that the type narrows
+        platforms = [(*_platform_cells(m.platform), m.media_type, str(m.digest), m.size)
+                     for m in body.manifests]
+        return pd.DataFrame.from_records(platforms, columns=INDEX_COLUMNS).astype({"size": "int64"})
+    layers = [(i, layer.media_type, str(layer.digest), layer.size) for i, layer in enumerate(body.layers)]
+    return pd.DataFrame.from_records(layers, columns=MANIFEST_COLUMNS).astype(
+        {"layer": "int64", "size": "int64"})
 
 
 def _platform_cells(p: Platform | None) -> tuple[str, str, str, str]:

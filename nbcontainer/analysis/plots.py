@@ -17,7 +17,7 @@ def layer_size_chart(layers_df: pd.DataFrame, *, title: str = "") -> Figure:
     sizes = [int(s) for s in layers_df["size"]]
     bars = ax.barh(range(len(sizes)), sizes, color="#4c72b0")
     ax.set_yticks(range(len(sizes)), labels=labels, fontsize=8)
-    for bar, size in zip(bars, sizes):
+    for bar, size in zip(bars, sizes, strict=True):  # one bar per size
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + human_size(size),
                 va="center", fontsize=8)
     ax.set_xlabel("bytes")

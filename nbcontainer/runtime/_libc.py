@@ -171,7 +171,7 @@ def seccomp_set_filter(program: bytes) -> None:
 
 # --- bpf(2): raw syscall plus C buffers whose addresses go into union bpf_attr -------------------
 
-def buffer(data: bytes | int) -> tuple[object, int]:
+def buffer(data: bytes | int) -> tuple[ctypes.Array[ctypes.c_char], int]:
     """A writable C buffer and its address.
 
     ``data`` is the initial content (one NUL byte is appended, so text such as a licence string is
@@ -184,9 +184,9 @@ def buffer(data: bytes | int) -> tuple[object, int]:
     return buf, ctypes.addressof(buf)
 
 
-def buffer_bytes(keep: object) -> bytes:
+def buffer_bytes(keep: ctypes.Array[ctypes.c_char]) -> bytes:
     """The current content of a buffer made by :func:`buffer` (e.g. a log the kernel filled in)."""
-    return bytes(keep.raw)  # type: ignore[attr-defined]
+    return bytes(keep.raw)
 
 
 def bpf(cmd: int, attr: bytes) -> int:

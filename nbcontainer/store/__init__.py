@@ -188,20 +188,20 @@ class ImageStore:
         if not self.content.has(desc.digest):
             return
         if desc.media_type in INDEX_TYPES:
-            for m in Index.from_bytes(self.content.read(desc.digest)).manifests:
-                self._mark(m, keep)
+            for child in Index.from_bytes(self.content.read(desc.digest)).manifests:
+                self._mark(child, keep)
             return
         try:
-            m = Manifest.from_bytes(self.content.read(desc.digest))
+            manifest = Manifest.from_bytes(self.content.read(desc.digest))
         except InvalidArgumentError:
             return
-        keep.add(m.config.digest)
-        keep.update(layer.digest for layer in m.layers)
+        keep.add(manifest.config.digest)
+        keep.update(layer.digest for layer in manifest.layers)
 
     def gc(self) -> list[str]:
         """Delete blobs no manifest references; returns their digests."""
         keep = self.referenced_blobs()
-        gone = [d for d in self.content.walk() if d not in keep]
+        gone: list[str] = [d for d in self.content.walk() if d not in keep]
         for d in gone:
             self.content.delete(d)
         return gone

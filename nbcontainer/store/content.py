@@ -7,6 +7,7 @@ crash leaves at most a stray file in ``ingest/``, which :meth:`ContentStore.swee
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -64,10 +65,8 @@ class Writer:
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
     def __enter__(self) -> Writer:
         return self
@@ -164,10 +163,7 @@ class ContentStore:
         return Digest(digest)
 
     def delete(self, digest: str) -> None:
-        try:
-            self.path(digest).unlink()
-        except FileNotFoundError:
-            pass
+        self.path(digest).unlink(missing_ok=True)
 
     def walk(self) -> Iterator[Digest]:
         for entry in os.scandir(self.blob_dir):

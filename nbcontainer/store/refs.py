@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nbcontainer.oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MT_OCI_LAYOUT_VERSION, Descriptor, Index
+from nbcontainer.oci import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    MT_OCI_LAYOUT_VERSION,
+    Descriptor,
+    Index,
+)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
@@ -96,9 +102,9 @@ class RefStore:
                 out.append(plain.with_annotations({ANNOTATION_IMAGE_NAME: name, ANNOTATION_REF_NAME: name}))
             elif not any(d.digest == desc.digest for d in out):
                 out.append(plain)
-            if replaced is not None and replaced.digest != desc.digest:
-                if not any(d.digest == replaced.digest for d in out):
-                    out.append(Descriptor(replaced.media_type, replaced.digest, replaced.size))
+            if (replaced is not None and replaced.digest != desc.digest
+                    and not any(d.digest == replaced.digest for d in out)):
+                out.append(Descriptor(replaced.media_type, replaced.digest, replaced.size))
             self._save(out)
             return replaced
 

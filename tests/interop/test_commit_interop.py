@@ -19,7 +19,8 @@ pytestmark = [
 podman = podman_fixture()
 
 
-def test_our_committed_image_runs_under_podman_with_the_change_and_the_deletion(busybox_engine, podman, tmp_path):
+def test_our_committed_image_runs_under_podman_with_the_change_and_the_deletion(
+        busybox_engine, podman, tmp_path):
     e = busybox_engine
     e.run("busybox", ["sh", "-c", "echo this is a testfile > /tmp/testfile; rm /etc/os-release"], name="c1")
     e.commit("c1", "testfile:1", message="tutorial")
@@ -41,7 +42,8 @@ def test_busybox_saved_by_podman_loads_and_runs_here(busybox_engine, podman, tmp
     img = e.image("busybox")
     rootfs.write_bytes(e.store.content.read(img.manifest.layers[0].digest))
     podman("import", "--change", "CMD [\"sh\"]", str(rootfs), "localhost/pbox:1")
-    podman("run", "--name", "pc", "--network", "none", "localhost/pbox:1", "sh", "-c", "echo from podman > /made")
+    podman("run", "--name", "pc", "--network", "none", "localhost/pbox:1",
+           "sh", "-c", "echo from podman > /made")
     podman("commit", "-f", "docker", "-m", "podman layer", "pc", "localhost/pbox:2")
     out = tmp_path / f"pbox.{fmt}.tar"
     podman("save", "--format", fmt, "-o", str(out), "localhost/pbox:2")

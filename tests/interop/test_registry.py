@@ -417,7 +417,8 @@ def test_engine_pull_unpacks_each_layer_before_pull_complete_and_names_the_image
         extracted = [e for e in events if e.id == lr.digest.short and e.status == "Extracting"]
         assert extracted[-1].current == extracted[-1].total == engine.store.content.size(lr.diff_id)
     statuses = [e.status for e in events]
-    assert max(i for i, s in enumerate(statuses) if s == "Pull complete") < statuses.index(f"Digest: {digest}")
+    last_complete = max(i for i, s in enumerate(statuses) if s == "Pull complete")
+    assert last_complete < statuses.index(f"Digest: {digest}")
     top = engine.snapshots.layer(img.config.chain_ids[-1]).path
     assert (Path(top) / "data/blob.bin").stat().st_size == 300_000
     assert [r.tag for r in engine.images()] == ["1"]

@@ -108,7 +108,8 @@ def test_cli_login_with_password_stdin_then_push_and_logout(
 
     wrong = nbc(tmp_path / "src", "login", "-u", user, "--password-stdin", host, stdin="nope\n")
     assert wrong.returncode == 1
-    assert wrong.stderr == f"Error: login to {host} failed: 401 unauthorized: incorrect username or password\n"
+    assert wrong.stderr == (f"Error: login to {host} failed: "
+                            "401 unauthorized: incorrect username or password\n")
 
     ok = nbc(tmp_path / "src", "login", "-u", user, "--password-stdin", host, stdin=password + "\n")
     assert (ok.returncode, ok.stdout) == (0, "Login Succeeded\n")
@@ -127,7 +128,8 @@ def _push_index(tmp_path: Path, host: str, make_image) -> str:
         img = make_image(store, f"m:{arch}", [{"arch": arch.encode()}], arch=arch, variant=variant)
         digest = client.push(store, img, f"{host}/multi:{arch}")
         size = len(client.manifest_inspect(f"{host}/multi@{digest}").raw)
-        entries.append(Descriptor(MT_OCI_MANIFEST, Digest(digest), size, platform=Platform(arch, "linux", variant)))
+        entries.append(Descriptor(MT_OCI_MANIFEST, Digest(digest), size,
+                                  platform=Platform(arch, "linux", variant)))
     body = Index(tuple(entries)).to_bytes()
     r = httpx.put(f"http://{host}/v2/multi/manifests/1", content=body, headers={"Content-Type": MT_OCI_INDEX})
     assert r.status_code == 201, r.text

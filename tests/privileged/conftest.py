@@ -29,7 +29,8 @@ def build_busybox_rootfs(dest: Path) -> str:
     """A busybox rootfs in ``dest`` (the layer's diff dir); returns a stable diff_id-like digest."""
     (dest / "bin").mkdir()
     shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
-    applets = subprocess.run([BUSYBOX, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
+    listing = subprocess.run([BUSYBOX, "--list-full"], check=True, capture_output=True, text=True)
+    applets = listing.stdout.split()
     for applet in applets:
         path = dest / applet
         if path.name == "busybox" or path.exists():

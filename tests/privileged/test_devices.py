@@ -8,6 +8,7 @@ nodes and rmdirs the groups, also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -108,10 +109,8 @@ def run_child(procs_files: list[str], node_dir: str, timeout: float = 30) -> dic
         os.close(r)
         _reap(pid)
         for name in ("loop0", "loop-control"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(node_dir, name))
-            except FileNotFoundError:
-                pass
     result = json.loads(data or b'{"error": "no answer from the child"}')
     assert "error" not in result, result["error"]
     return result
@@ -200,7 +199,7 @@ def test_v1_write_failure_names_file(make_group):
     group = make_group(V1_DEVICES)
     apply_v1(group, DEFAULT_RULES)
     nested = make_group(group)  # v1 refuses to allow a child more than its parent has
-    with pytest.raises(OSError, match="devices.allow") as info:
+    with pytest.raises(OSError, match=r"devices\.allow") as info:
         apply_v1(nested, rules_for([LOOP_CONTROL]))
     assert info.value.errno == EPERM and "c 10:237 rwm" in str(info.value)
     with pytest.raises(OSError, match="nonexistent"):

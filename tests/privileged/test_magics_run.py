@@ -24,7 +24,8 @@ def ip(busybox_engine, tmp_path_factory):
 
 
 def test_cell_magic_runs_the_cell_as_a_script_and_streams_output(ip, busybox_engine, capfd):
-    ip.run_cell_magic("container", "run --rm busybox", "echo one\nfor i in 1 2; do echo line$i; done\nhostname >&2\n")
+    ip.run_cell_magic("container", "run --rm busybox",
+                      "echo one\nfor i in 1 2; do echo line$i; done\nhostname >&2\n")
     out, err = capfd.readouterr()
     assert "one\nline1\nline2\n" in out and err.strip()
     assert busybox_engine.ps(all=True) == []

@@ -4,9 +4,9 @@ import os
 import subprocess
 
 import pytest
+from nbc_testing import cleanup_engine
 
 from nbcontainer import Engine
-from nbc_testing import cleanup_engine
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces, bridges and overlay mounts"),

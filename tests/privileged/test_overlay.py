@@ -12,7 +12,8 @@ from nbcontainer.layers import apply_layer, write_layer
 from nbcontainer.oci import chain_ids
 from nbcontainer.snapshot import Snapshotter
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for overlay mounts and whiteout devices")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="needs root for overlay mounts and whiteout devices")
 
 
 def layer_tar(entries):
@@ -77,7 +78,7 @@ def stack(tmp_path):
         diffs[i] = apply_layer(str(p), str(tmp_path / f"probe{i}")).diff_id
     chains = chain_ids(diffs)
     parent = ""
-    for i, (d, c) in enumerate(zip(diffs, chains)):
+    for i, (d, c) in enumerate(zip(diffs, chains, strict=True)):
         p = str(tmp_path / f"l{i}.tar")
         snap.unpack(c, parent, d, lambda dest, p=p: apply_layer(p, str(dest)))
         parent = c
@@ -108,7 +109,8 @@ def test_write_lands_in_upper_and_write_layer_round_trips(stack, mounts, tmp_pat
 
     buf = io.BytesIO()
     stats = write_layer(str(c.upper), buf)
-    names = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getnames()
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        names = tar.getnames()
     assert "etc/.wh.a" in names and "etc/new" in names
     again = tmp_path / "again"
     (tmp_path / "l.tar").write_bytes(buf.getvalue())
@@ -140,11 +142,13 @@ def test_engine_mount_shows_an_overlay_with_lowerdir_like_the_docker_tutorial(tm
     target.mkdir()
     engine.mount("busybox", target)
     try:
-        line = next(x for x in open("/proc/mounts") if f" {target} " in x)
+        with open("/proc/mounts") as mounts:
+            line = next(x for x in mounts if f" {target} " in x)
         assert line.startswith("overlay ") and "lowerdir=" in line and " ro," in line
         assert (target / "bin/busybox").is_file()
         with pytest.raises(OSError):
             (target / "new").write_text("x")
     finally:
         engine.umount(target)
-    assert f" {target} " not in open("/proc/mounts").read()
+    with open("/proc/mounts") as mounts:
+        assert f" {target} " not in mounts.read()

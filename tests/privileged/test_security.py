@@ -15,8 +15,8 @@ import contextlib
 import importlib.util
 import json
 import os
-import signal
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -63,7 +63,8 @@ def secprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(src)], capture_output=True, text=True,
                           timeout=120, check=False)
     if proc.returncode != 0:
-        pytest.skip(f"cannot build a static secprobe (static libc: apt-get install -y libc6-dev): {proc.stderr[-300:]}")
+        pytest.skip("cannot build a static secprobe (static libc: apt-get install -y libc6-dev): "
+                    f"{proc.stderr[-300:]}")
     return out
 
 

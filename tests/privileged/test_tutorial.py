@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,8 @@ def test_the_tutorial_run_change_find_commit_history_save_load_run(busybox_engin
     r = e.exec("tut", ["sh", "-c", "echo this is a testfile > /tmp/testfile"])
     assert r.exit_code == 0
     data = e.inspect("tut")["GraphDriver"]["Data"]
-    assert open(os.path.join(data["UpperDir"], "tmp/testfile")).read() == "this is a testfile\n"
-    mounts = open("/proc/mounts").read()
+    assert Path(data["UpperDir"], "tmp/testfile").read_text() == "this is a testfile\n"
+    mounts = Path("/proc/mounts").read_text()
     assert f"overlay {data['MergedDir']} overlay" in mounts and f"upperdir={data['UpperDir']}" in mounts
     assert [(d.kind, d.path) for d in e.diff("tut")] == [("C", "/tmp"), ("A", "/tmp/testfile")]
     e.stop("tut", timeout=1)
@@ -47,7 +48,8 @@ def test_commit_turns_a_deleted_file_into_a_whiteout_entry_and_runs(busybox_engi
     import tarfile
 
     layer_blob = e.store.content.path(img.manifest.layers[-1].digest)
-    names = tarfile.open(layer_blob).getnames()
+    with tarfile.open(layer_blob) as tar:
+        names = tar.getnames()
     assert "etc/.wh.os-release" in names and "data/x" in names
     out = e.run("deleted:1", remove=True)
     assert b"os-release" not in out.stdout and b"passwd" in out.stdout
@@ -101,7 +103,8 @@ def test_export_writes_the_flattened_rootfs(busybox_engine, tmp_path):
     e.run("busybox", ["sh", "-c", "echo hi > /hello; rm /etc/os-release"], name="ex")
     out = tmp_path / "rootfs.tar"
     e.export("ex", out)
-    names = set(tarfile.open(out).getnames())
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
     assert "hello" in names and "bin/busybox" in names and "etc/os-release" not in names
     assert not any(".wh." in n for n in names)
     e.rm("ex")
@@ -199,15 +202,15 @@ def test_run_flags_reach_the_container_and_its_cgroups(busybox_engine, tmp_path)
     groups = c.cgroups
     cpu = next(p for k, p in groups.items() if k in ("cpu", "unified"))
     if os.path.exists(os.path.join(cpu, "cpu.cfs_quota_us")):
-        quota = int(open(os.path.join(cpu, "cpu.cfs_quota_us")).read())
-        period = int(open(os.path.join(cpu, "cpu.cfs_period_us")).read())
+        quota = int(Path(cpu, "cpu.cfs_quota_us").read_text())
+        period = int(Path(cpu, "cpu.cfs_period_us").read_text())
         assert quota / period == 0.5
     else:
-        quota, period = open(os.path.join(cpu, "cpu.max")).read().split()
+        quota, period = Path(cpu, "cpu.max").read_text().split()
         assert int(quota) / int(period) == 0.5
     mem = groups.get("memory") or groups["unified"]
     limit_file = "memory.limit_in_bytes" if "memory" in groups else "memory.max"
-    assert int(open(os.path.join(mem, limit_file)).read()) == 64 << 20
+    assert int(Path(mem, limit_file).read_text()) == 64 << 20
     pids = groups.get("pids") or groups["unified"]
-    assert open(os.path.join(pids, "pids.max")).read().strip() == "50"
+    assert Path(pids, "pids.max").read_text().strip() == "50"
     e.rm("flags", force=True)

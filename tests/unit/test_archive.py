@@ -189,7 +189,7 @@ def test_compressed_save_rewrites_manifest_but_not_diff_ids(tmp_path, store, ima
     manifest = Manifest.from_bytes(files[f"blobs/sha256/{index.manifests[0].digest.hex}"])
     assert manifest.config.digest == image.id
     assert [x.media_type for x in manifest.layers] == ["application/vnd.oci.image.layer.v1.tar+zstd"] * 2
-    for layer, diff_id in zip(manifest.layers, image.config.diff_ids):
+    for layer, diff_id in zip(manifest.layers, image.config.diff_ids, strict=True):
         blob = files[f"blobs/sha256/{layer.digest.hex}"]
         assert Digest.of(blob) == layer.digest != diff_id
         assert Digest.of(zstandard.ZstdDecompressor().stream_reader(blob).read()) == diff_id
@@ -412,7 +412,7 @@ def assert_load_fails(dest: ImageStore, path: Path, error: type[NbContainerError
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/evil"])
 def test_member_escaping_the_archive_is_refused(tmp_path, store, busy_dest, image, name):
     save(store, [(image, ["busybox:latest"])], tmp_path / "ok.tar")
-    members = list(tar_members(tmp_path / "ok.tar").items()) + [(name, b"boom")]
+    members = [*tar_members(tmp_path / "ok.tar").items(), (name, b"boom")]
     path = write_tar(tmp_path / "bad.tar", members)
     assert_load_fails(busy_dest, path, UnsafeArchiveError)
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -63,12 +64,12 @@ def test_history_shows_a_local_parent_image_id_instead_of_missing(engine, tmp_pa
 
     cfg = ImageConfig(
         "amd64", created="2025-01-01T00:00:00Z",
-        diff_ids=parent.config.diff_ids + (top_layer,),
-        history=parent.config.history + (History(created="2025-01-01T00:00:00Z", created_by="echo b", comment="c"),),
+        diff_ids=(*parent.config.diff_ids, top_layer),
+        history=(*parent.config.history,
+                 History(created="2025-01-01T00:00:00Z", created_by="echo b", comment="c")),
     )
-    child = engine.core.add_and_unpack(
-        cfg, list(parent.manifest.layers) + [Descriptor(MT_OCI_LAYER, top_layer, engine.store.content.size(top_layer))],
-        "child:1", None)
+    top = Descriptor(MT_OCI_LAYER, top_layer, engine.store.content.size(top_layer))
+    child = engine.core.add_and_unpack(cfg, [*parent.manifest.layers, top], "child:1", None)
     rows = engine.history("child:1")
     assert [r.id for r in rows] == [child.id, parent.id]
     engine.rmi("parent:1")
@@ -102,7 +103,7 @@ def test_import_of_gzip_tarball_records_comment_and_changes(engine, tmp_path):
     [row] = engine.history("hello:1")
     assert row.comment == f"Imported from {path}"
     [layer] = engine.layers("hello:1")
-    assert open(os.path.join(layer.path, "hello.txt")).read() == "hi\n"
+    assert Path(layer.path, "hello.txt").read_text() == "hi\n"
 
 
 def test_rmi_untags_then_deletes_and_frees_layers(engine, tmp_path):
@@ -185,7 +186,8 @@ def test_kill_9_during_import_leaves_a_store_that_lists_and_repairs(tmp_path):
             ti = tarfile.TarInfo(f"d/f{i:04d}")
             ti.size = len(chunk)
             tf.addfile(ti, io.BytesIO(chunk))
-    proc = subprocess.Popen([sys.executable, "-m", "nbcontainer", "--root", str(root), "import", str(big), "big:1"])
+    proc = subprocess.Popen([sys.executable, "-m", "nbcontainer", "--root", str(root),
+                             "import", str(big), "big:1"])
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the import finished before it could be killed"

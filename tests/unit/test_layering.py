@@ -61,7 +61,8 @@ def test_every_import_goes_to_the_same_room_or_a_lower_one():
                 if t == "nbcontainer" and names:
                     continue  # ``from nbcontainer import x``: judged by the submodule x above
                 if RANKS[theirs] > RANKS[mine] and theirs != mine:
-                    wrong.append(f"{path.relative_to(PKG.parent)}:{line} {name} ({mine}) imports {t} ({theirs})")
+                    where = f"{path.relative_to(PKG.parent)}:{line}"
+                    wrong.append(f"{where} {name} ({mine}) imports {t} ({theirs})")
     assert wrong == []
 
 
@@ -92,7 +93,8 @@ def test_no_import_circle_between_rooms_at_import_time():
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nbcontainer"):
                 deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in mods)
+                subs = (f"{node.module}.{a.name}" for a in node.names)
+                deps.update(s for s in subs if s in mods)
         graph[name] = {d for d in deps if d in mods and d != name}
     seen: dict[str, int] = {}
     cycle: list[str] = []

@@ -67,11 +67,13 @@ def test_manifest_and_config_round_trip_through_json():
     layer = Descriptor(MT_OCI_LAYER, Digest.of(b"l"), 1)
     cfg = ImageConfig("amd64", created="2024-01-01T00:00:00Z", config={"Cmd": ["sh"]},
                       diff_ids=(Digest.of(b"l"),),
-                      history=(History(created_by="ADD x", comment="c"), History(created_by="CMD", empty_layer=True)),
+                      history=(History(created_by="ADD x", comment="c"),
+                               History(created_by="CMD", empty_layer=True)),
                       extra={"docker_version": "x"})
     again = ImageConfig.from_bytes(cfg.to_bytes())
     assert again == cfg and again.config == {"Cmd": ["sh"]} and again.extra == {"docker_version": "x"}
-    m = Manifest(Descriptor("application/vnd.oci.image.config.v1+json", Digest.of(cfg.to_bytes()), 10), (layer,))
+    config = Descriptor("application/vnd.oci.image.config.v1+json", Digest.of(cfg.to_bytes()), 10)
+    m = Manifest(config, (layer,))
     assert Manifest.from_bytes(m.to_bytes()) == m
     idx = Index((Descriptor(m.media_type, Digest.of(m.to_bytes()), 5),))
     assert Index.from_bytes(idx.to_bytes()).manifests == idx.manifests

@@ -41,8 +41,10 @@ def test_default_profile_allows_mount_and_unshare_only_with_cap_sys_admin():
     ("{", "not valid JSON"),
     ('{"defaultAction": "SCMP_ACT_NOPE"}', "defaultAction"),
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": {}}', "must be a list"),
-    ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": "mkdir", "action": "SCMP_ACT_ERRNO"}]}', "names"),
-    ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "X"}]}', "unknown action"),
+    (('{"defaultAction": "SCMP_ACT_ALLOW",'
+      ' "syscalls": [{"names": "mkdir", "action": "SCMP_ACT_ERRNO"}]}'), "names"),
+    (('{"defaultAction": "SCMP_ACT_ALLOW",'
+      ' "syscalls": [{"names": ["mkdir"], "action": "X"}]}'), "unknown action"),
     (('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",'
      ' "args": [{"index": 0, "op": "SCMP_CMP_WHAT"}]}]}'), "bad argument"),
 ])
@@ -88,7 +90,8 @@ def test_the_compiled_default_filter_refuses_unshare_with_eperm_and_allows_ordin
 
 def test_a_custom_profile_refuses_only_what_it_names():
     profile = {"defaultAction": "SCMP_ACT_ALLOW",
-               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EROFS}]}
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                             "errnoRet": errno.EROFS}]}
     program = seccomp.program_for(json.dumps(profile), caps.mask())
     assert confined(program, lambda: os.mkdir("/nonexistent-dir/x")) == errno.EROFS
     assert confined(program, lambda: _libc.unshare(0)) == 0  # unshare(0) is a no-op the profile allows

@@ -49,7 +49,8 @@ def test_resolve_by_name_id_prefix_and_suggests_close_names(tmp_path):
     assert store.resolve("busybox").id == img.id
     assert store.resolve(img.id.hex[:8]).id == img.id
     assert store.resolve(str(img.id)).id == img.id
-    with pytest.raises(NotFoundError, match=r"image 'busybox:lates' not found \(did you mean 'busybox:latest'\?\)"):
+    with pytest.raises(NotFoundError,
+                       match=r"image 'busybox:lates' not found \(did you mean 'busybox:latest'\?\)"):
         store.resolve("busybox:lates")
 
 

@@ -4,12 +4,10 @@ import tarfile
 
 import pytest
 
-from nbcontainer.analysis import frames
-
 from nbcontainer import Engine
+from nbcontainer.analysis import frames
+from nbcontainer.notebook.widgets import LayerExplorer, LayerSizeChart, UnionMountView
 from nbcontainer.oci import MT_OCI_LAYER, Descriptor, History, ImageConfig
-from nbcontainer.notebook.widgets import LayerSizeChart
-from nbcontainer.notebook.widgets import LayerExplorer, UnionMountView
 
 
 def tar_bytes(entries):
@@ -43,7 +41,8 @@ def engine(tmp_path):
     return e
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking a whiteout makes a char device: needs root")
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="unpacking a whiteout makes a char device: needs root")
 
 
 @needs_root

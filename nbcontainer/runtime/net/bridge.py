@@ -20,10 +20,14 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nbcontainer.runtime import state as _state
 from nbcontainer.runtime.net import ipam, nft
 from nbcontainer.runtime.net.ports import Proxy, parse
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 _FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -94,9 +98,9 @@ def join(cfg: dict, pid: int) -> Attachment:
 
 def settings(lease: dict) -> dict:
     """Docker's NetworkSettings for one lease."""
-    ports: dict[str, list[dict] | None] = {}
+    ports: dict[str, list[dict]] = {}
     for p in lease.get("Ports", []):
-        ports.setdefault(f"{p['ContainerPort']}/{p['Protocol']}", []).append(  # type: ignore[union-attr]
+        ports.setdefault(f"{p['ContainerPort']}/{p['Protocol']}", []).append(
             {"HostIp": p["HostIp"], "HostPort": str(p["HostPort"])})
     return {
         "Bridge": lease["Bridge"], "IPAddress": lease["IPAddress"], "IPPrefixLen": lease["IPPrefixLen"],
@@ -154,14 +158,14 @@ def down_idle(root: str, only: str | None = None) -> list[str]:
     return gone
 
 
-def _bridge_down(root: str, ipr: object, bridge: str, subnet: str) -> None:
+def _bridge_down(root: str, ipr: IPRoute, bridge: str, subnet: str) -> None:
     from nbcontainer.runtime.net import links
 
-    index = ipr.link_lookup(ifname=bridge)  # type: ignore[attr-defined]
-    if index and links.link_alias(ipr, index[0]) == links.alias(root):  # type: ignore[arg-type]
-        links.delete(ipr, bridge)  # type: ignore[arg-type]
+    index = ipr.link_lookup(ifname=bridge)
+    if index and links.link_alias(ipr, index[0]) == links.alias(root):
+        links.delete(ipr, bridge)
     if nft.available():
-        last = not links.any_ours(ipr)  # type: ignore[arg-type]
+        last = not links.any_ours(ipr)
         nft.remove_bridge(bridge, subnet, last=last)
         if last:
             _restore_forward(root)

@@ -141,6 +141,7 @@ def _create(root: str, name: str, subnet: str | None, bridge: str | None) -> dic
         raise AlreadyExistsError(f"bridge {bridge} is already used by another network")
     mine = {o["Bridge"] for o in others}
     taken = [ipaddress.ip_network(o["Subnet"]) for o in others] + list(_AVOID) + host_routes(mine)
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network | None
     if subnet:
         try:
             net = ipaddress.ip_network(subnet, strict=True)
@@ -172,7 +173,7 @@ def remove(root: str, name: str) -> None:
 
 def host_routes(skip: set[str]) -> list[ipaddress.IPv4Network]:
     """IPv4 routes of the host but those via ``skip`` (``/proc/net/route``, no netlink needed)."""
-    out = []
+    out: list[ipaddress.IPv4Network] = []
     try:
         with open("/proc/net/route") as f:
             rows = f.read().splitlines()[1:]
@@ -187,7 +188,7 @@ def host_routes(skip: set[str]) -> list[ipaddress.IPv4Network]:
             continue  # the default route overlaps everything
         addr = ipaddress.IPv4Address(dst.to_bytes(4, "little"))
         prefix = mask.bit_count()
-        out.append(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+        out.append(ipaddress.IPv4Network(f"{addr}/{prefix}", strict=False))
     return out
 
 

@@ -10,6 +10,7 @@ the port closes when the shim exits, also after a runner crash.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import selectors
 import socket
@@ -56,6 +57,8 @@ class Proxy:
         self.sel: selectors.BaseSelector | None = None
         self.bound: list[dict] = []
         self.listeners: list[tuple[socket.socket, dict]] = []
+        # one connected upstream socket per (listener, client address) of a UDP port
+        self._udp: dict[tuple[str, int, tuple], socket.socket] = {}
         try:
             for p in ports:
                 kind = socket.SOCK_STREAM if p["Protocol"] == "tcp" else socket.SOCK_DGRAM
@@ -101,7 +104,7 @@ class Proxy:
         except OSError:
             return
         key = ("udp", listener.fileno(), client)
-        up = self.__dict__.setdefault("_udp", {}).get(key)
+        up = self._udp.get(key)
         if up is None:
             up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             up.connect((self.target, p["ContainerPort"]))
@@ -110,17 +113,13 @@ class Proxy:
             assert self.sel is not None
             self.sel.register(up, selectors.EVENT_READ,
                               ("proxy", lambda: _reply(up, listener, client)))
-        try:
+        with contextlib.suppress(OSError):
             up.send(data)
-        except OSError:
-            pass
 
 
 def _reply(up: socket.socket, listener: socket.socket, client: tuple) -> None:
-    try:
+    with contextlib.suppress(OSError):
         listener.sendto(up.recv(65535), client)
-    except OSError:
-        pass
 
 
 class _Pair:
@@ -155,10 +154,8 @@ class _Pair:
         try:
             for s, o in self.peer.items():
                 if self.out[s]:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         self.out[s] = self.out[s][s.send(self.out[s]):]
-                    except BlockingIOError:
-                        pass
                 if not self.out[s] and self.eof[o] and not self.shut[s]:
                     s.shutdown(socket.SHUT_WR)
                     self.shut[s] = True

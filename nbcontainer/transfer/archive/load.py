@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Self
 
-from nbcontainer.compression import open_decompressed, sniff_compression  # the latter for sources' re-export
+from nbcontainer.compression import open_decompressed
 from nbcontainer.errors import DigestMismatchError, InvalidArgumentError, NotFoundError, UnsafeArchiveError
 from nbcontainer.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -54,7 +54,7 @@ from nbcontainer.oci import (
 )
 from nbcontainer.store import Image, ImageStore
 
-__all__ = ["LoadedImage", "load", "open_decompressed", "sniff_compression"]
+__all__ = ["LoadedImage", "load"]
 
 CHUNK = 4 << 20
 JSON_LIMIT = 64 << 20  # a config, manifest or index larger than this is not one
@@ -560,7 +560,8 @@ def _select(descs: tuple[Descriptor, ...], *, nested: bool) -> list[Descriptor]:
     if not with_platform:
         return out
     arch = _ARCH.get(platform.machine(), platform.machine())
-    mine = [d for d in with_platform if d.platform.architecture == arch and d.platform.os == "linux"]  # type: ignore[union-attr]
+    mine = [d for d in with_platform
+            if d.platform is not None and d.platform.architecture == arch and d.platform.os == "linux"]
     if nested:
         return mine[:1] or out[:1]
     return ([d for d in out if not d.platform] + mine) if mine else out

@@ -13,6 +13,7 @@ needs the size, the manifest the digest); their diff_ids, and so the image id, d
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -87,7 +88,8 @@ def save(
         Called with the number of blob bytes written, e.g. ``tqdm(total=…, unit="B").update``.
     """
     if format not in FORMATS:
-        raise InvalidArgumentError(f"unknown archive format {format!r} (expected one of {', '.join(FORMATS)})")
+        raise InvalidArgumentError(
+            f"unknown archive format {format!r} (expected one of {', '.join(FORMATS)})")
     if compress is not None and compress not in COMPRESSIONS:
         raise InvalidArgumentError(f"unknown compression {compress!r} (expected gzip or zstd)")
     if not images:
@@ -163,7 +165,11 @@ class _Plan:
     def _blob(self, digest: str, *, path: Path | None = None, data: bytes | None = None) -> None:
         if digest in self.blobs:
             return
-        size = len(data) if data is not None else path.stat().st_size  # type: ignore[union-attr]
+        if data is not None:
+            size = len(data)
+        else:
+            assert path is not None, "a blob comes from bytes or from a file"
+            size = path.stat().st_size
         self.blobs[digest] = _Member(_blob_name(digest), data, path, size)
 
     def _compressed_layer(self, layer: Descriptor, *, docker: bool) -> Descriptor:
@@ -235,10 +241,8 @@ def _json(name: str, obj: object) -> _Member:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _compress(src: BinaryIO, dst: BinaryIO, kind: str | None, size: int) -> tuple[Digest, int]:

@@ -9,13 +9,13 @@ The formats, all plain OCI or Docker, nothing private:
   ``org.opencontainers.image.ref.name`` (the tag) and ``io.containerd.image.name`` (the full name).
 
 :func:`load` reads those, legacy ``docker save`` archives, OCI layout directories, compressed tars
-and compressed layers; see :mod:`.archive_load` and :mod:`.archive_save`.
+and compressed layers; see :mod:`.load` and :mod:`.save`.
 """
 
 from __future__ import annotations
 
 from nbcontainer.oci import Reference
-from nbcontainer.transfer.archive.load import LoadedImage, load, open_decompressed, sniff_compression
+from nbcontainer.transfer.archive.load import LoadedImage, load
 from nbcontainer.transfer.archive.save import COMPRESSIONS, FORMATS, save
 
 __all__ = [
@@ -24,15 +24,17 @@ __all__ = [
     "LoadedImage",
     "format_loaded",
     "load",
-    "open_decompressed",
     "save",
-    "sniff_compression",
 ]
 
 
 def format_loaded(loaded: list[LoadedImage]) -> list[str]:
-    """The lines ``docker load`` prints: ``Loaded image: busybox:latest`` or ``Loaded image ID: sha256:…``."""
-    lines = []
+    """The lines ``docker load`` prints.
+
+    ``Loaded image: busybox:latest`` for each name, or ``Loaded image ID: sha256:…`` for an image
+    without one.
+    """
+    lines: list[str] = []
     for item in loaded:
         if item.names:
             lines.extend(f"Loaded image: {Reference.parse(n).familiar}" for n in item.names)

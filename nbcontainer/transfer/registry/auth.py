@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ __all__ = [
     "CredentialStore",
     "RegistrySession",
     "docker_config_path",
+    "error_text",
     "parse_challenge",
     "registry_host",
 ]
@@ -139,7 +141,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def _error_text(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
     """The registry's own words: the first ``errors[].message`` of its JSON body, or the reason."""
     try:
         body = response.json()
@@ -213,12 +215,10 @@ class RegistrySession:
 
     def error(self, response: httpx.Response, what: str) -> RegistryError:
         if not response.is_stream_consumed:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 response.read()
-            except httpx.HTTPError:
-                pass
         status = response.status_code
-        text = _error_text(response)
+        text = error_text(response)
         return RegistryError(f"{what}: {status} {text} ({response.request.url})",
                              status=status, url=str(response.request.url))
 
@@ -279,14 +279,15 @@ class RegistrySession:
         query.extend(("scope", s) for s in scopes)
         auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
         try:
-            response = self.client.get(realm, params=query, auth=auth)
+            # as a tuple of pairs: httpx types a list of pairs with its own value union, invariantly
+            response = self.client.get(realm, params=tuple(query), auth=auth)
         except httpx.TransportError as err:
             raise self.unreachable(err, realm) from err
         if response.status_code != 200:
             if response.status_code in (401, 403):
                 raise RegistryError(
                     f"unauthorized: token request to {realm} for {self.host} failed: "
-                    f"{response.status_code} {_error_text(response)}",
+                    f"{response.status_code} {error_text(response)}",
                     status=response.status_code, url=realm,
                 )
             raise self.error(response, f"token request to {realm} failed")

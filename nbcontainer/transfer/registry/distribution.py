@@ -51,7 +51,7 @@ from nbcontainer.oci import (
 from nbcontainer.store.content import ContentStore
 from nbcontainer.store.refs import atomic_write
 from nbcontainer.transfer.progress import Progress, ProgressEvent
-from nbcontainer.transfer.registry.auth import RegistrySession, _error_text
+from nbcontainer.transfer.registry.auth import RegistrySession, error_text
 
 __all__ = [
     "ACCEPT",
@@ -135,7 +135,7 @@ def get_manifest(sess: RegistrySession, ref: Reference, reference: str,
             shown = ref.familiar_name + (f"@{reference}" if reference.startswith("sha256:")
                                          else f":{reference}")
             url = str(response.request.url)
-            raise RemoteNotFoundError(f"manifest for {shown} not found: {_error_text(response).lower()} "
+            raise RemoteNotFoundError(f"manifest for {shown} not found: {error_text(response).lower()} "
                                       f"({url})", status=404, url=url)
         if response.status_code != 200:
             raise sess.error(response, f"cannot fetch manifest {reference} of {ref.name}")
