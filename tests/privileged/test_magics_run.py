@@ -64,3 +64,24 @@ def test_interrupting_the_cell_stops_its_container(ip, busybox_engine, capfd):
     assert "started" in capfd.readouterr().out
     [row] = busybox_engine.ps(all=True)
     assert row.state == "exited"
+
+
+def test_out_after_the_image_belongs_to_the_containers_command(ip):
+    value = ip.run_line_magic("container", "run --rm busybox printf %s --out x")
+    assert value.lines == ["--outx"]
+    assert "x" not in ip.user_ns
+    kept = ip.run_line_magic("container", "images --out imgs")
+    assert ip.user_ns["imgs"] is kept
+
+
+def test_logs_follow_writes_text_to_a_kernel_stream_without_a_buffer(ip, busybox_engine, monkeypatch):
+    import io
+
+    busybox_engine.run("busybox", ["sh", "-c", "echo one; echo two >&2"], name="lf")
+    out, err = io.StringIO(), io.StringIO()  # like ipykernel's OutStream: text only, no .buffer
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    assert ip.run_line_magic("container", "logs -f lf") is None
+    monkeypatch.undo()
+    assert out.getvalue() == "one\n" and err.getvalue() == "two\n"
+    busybox_engine.rm("lf")
