@@ -374,6 +374,14 @@ class Reference:
         raw = text
         if not text or text != text.strip():
             raise InvalidArgumentError(f"invalid reference format {raw!r}")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+            raise InvalidArgumentError(f"invalid reference format {raw!r}: control characters")
+        name = text.split("@", 1)[0]
+        if name.rfind(":") > name.rfind("/"):
+            name = name[:name.rfind(":")]  # without the tag
+        if len(name) > 255:
+            raise InvalidArgumentError(f"invalid reference format {raw[:40]!r}…: repository name must not be "
+                                       "longer than 255 characters")
         digest = ""
         if "@" in text:
             text, digest = text.split("@", 1)

@@ -12,7 +12,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import random
 import secrets
 import shlex
 from collections.abc import Callable, Iterator
@@ -32,11 +31,6 @@ from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConf
 
 if TYPE_CHECKING:
     from nbcontainer.runtime import ContainerState
-
-_ADJ = ("admiring", "brave", "clever", "dreamy", "eager", "focused", "gallant", "happy", "jolly",
-        "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant", "wizardly")
-_NAMES = ("babbage", "curie", "darwin", "euclid", "fermi", "galileo", "hopper", "kepler", "lovelace",
-          "noether", "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak")
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -172,17 +166,6 @@ class Containers:
         self.networks = networks
 
 
-    # -- naming -------------------------------------------------------------------------
-
-    def _new_name(self) -> str:
-        taken = {s.name for s in self.core.runtime.list()}
-        rnd = random.Random()
-        for _ in range(100):
-            name = f"{rnd.choice(_ADJ)}_{rnd.choice(_NAMES)}"
-            if name not in taken:
-                return name
-        return f"nbc_{secrets.token_hex(4)}"
-
     def container(self, ref: str) -> ContainerState:
         """A container's state by name, full id or unique id prefix."""
         return self.core.container(ref)
@@ -250,7 +233,7 @@ class Containers:
         chain = img.config.chain_ids[-1] if img.config.chain_ids else ""
         layer = self.core.snapshots.prepare(cid, chain)
         rootfs = self.core.snapshots.mount(cid)
-        name = name or self._new_name()
+        name = name or ""  # the runner picks a free one atomically
         annotations = {
             "image": image, "image_id": str(img.id), "chain_id": chain, "snapshot_key": cid,
             "created_by": shlex.join(args), "command": shlex.join(args),

@@ -22,7 +22,7 @@ from nbcontainer.store import Image, ImageStore
 if TYPE_CHECKING:
     from nbcontainer.runtime import ContainerState, Runtime
 
-__all__ = ["Core", "default_root", "host_arch"]
+__all__ = ["Core", "default_root", "host_arch", "make_private"]
 
 
 def default_root() -> Path:
@@ -41,12 +41,21 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(m, m)
 
 
+def make_private(root: Path) -> None:
+    """The store root 0700 (made so, or tightened when an older version left it open): layer files,
+    configs with ``-e`` values and logs are nobody else's business."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(root, 0o700)
+
+
 class Core:
     """Store, snapshotter and (made on first use, root only) runtime of one store root."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private(self.root)
         self.store = ImageStore(self.root)
         self.snapshots = Snapshotter(self.root)
         self.store.content.sweep()

@@ -145,14 +145,15 @@ class Images:
             by_name = parsed in img.names
         except InvalidArgumentError:
             pass
-        users = [c for c in self.core.containers_using(img.id)]
+        if by_name and len(img.names) > 1:
+            # one name of several: only the name goes, whoever uses the image (as Docker)
+            self.core.store.untag(parsed)
+            return RemoveResult([Reference.parse(parsed).familiar], [])
+        users = self.core.containers_using(img.id)
         if users and not force:
             raise StateTransitionError(
                 f"unable to remove image {ref!r}: image is in use by container {users[0][:12]} (use -f)"
             )
-        if by_name and len(img.names) > 1:
-            self.core.store.untag(parsed)
-            return RemoveResult([Reference.parse(parsed).familiar], [])
         if not by_name and len(img.names) > 1 and not force:
             raise StateTransitionError(
                 f"unable to delete image {img.id.short} (must be forced): image is referenced in "

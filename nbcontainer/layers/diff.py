@@ -44,7 +44,7 @@ def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
     rows: dict[str, DiffRow] = {}
 
     def in_lower(rel: str) -> bool:
-        return any(os.path.lexists(os.path.join(lo, rel)) for lo in lowers)
+        return any(_lower_entry(lo, rel) is not None for lo in lowers)
 
     def mark_parents(rel: str) -> None:
         parent = os.path.dirname(rel)
@@ -69,9 +69,9 @@ def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
                 rows["/" + rel] = DiffRow("C" if existed else "A", "/" + rel, 0, opaque=opaque)
                 if opaque and existed:
                     for lo in lowers:
-                        ld = os.path.join(lo, rel)
-                        if os.path.isdir(ld) and not os.path.islink(ld):
-                            for child in os.listdir(ld):
+                        entry = _lower_entry(lo, rel)
+                        if entry is not None and stat.S_ISDIR(entry.st_mode):
+                            for child in os.listdir(os.path.join(lo, rel)):
                                 p = "/" + os.path.join(rel, child)
                                 if not os.path.lexists(os.path.join(full, child)) and p not in rows:
                                     rows[p] = DiffRow("D", p)
@@ -80,3 +80,23 @@ def upper_changes(upper: str, lowers: list[str]) -> list[DiffRow]:
                                           st.st_size if stat.S_ISREG(st.st_mode) else 0)
             mark_parents(rel)
     return [rows[k] for k in sorted(rows)]
+
+
+def _lower_entry(lower: str, rel: str) -> os.stat_result | None:
+    """``lstat`` of ``rel`` inside one layer dir, or None — never through a symlink of the layer.
+
+    ``os.path.lexists(lower + "/a/b")`` follows a symlink ``a`` and can land on the host (an
+    image's ``a -> /etc`` would reveal whether the host has ``/etc/b``); overlayfs never merges
+    through a symlink either, so a path below one does not exist in that layer.
+    """
+    path = lower
+    parts = [p for p in rel.split("/") if p]
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return None
+    return os.lstat(lower) if not parts else st

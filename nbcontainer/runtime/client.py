@@ -42,8 +42,8 @@ class Runtime:
         self.root = Path(root).absolute()
         self.containers_dir = self.root / "containers"
         self.run_dir = self.root / "run"
-        self.containers_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.containers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.socket_path = str(self.run_dir / "runner.sock")
 
     # -- the runner --------------------------------------------------------------------------
@@ -223,7 +223,10 @@ class Runtime:
         if st and status == "exited" and not st.get("finished_at"):
             # PID 1 is gone but the shim has not recorded it yet: give it a moment.
             _wait_pid(st.get("shim_pid", 0), st.get("shim_starttime", 0), 2.0)
-            st = _state.read_json(path)
+            try:
+                st = _state.read_json(path)
+            except FileNotFoundError:
+                raise NotFoundError(f"container {id!r} not found (removed meanwhile)") from None
         shim_alive = bool(st) and _state.alive(st.get("shim_pid", 0), st.get("shim_starttime", 0))
         if st and status != st.get("status") and not (status == "exited" and shim_alive):
             fields: dict = {"status": status}
@@ -247,8 +250,8 @@ class Runtime:
             if _ID.match(entry.name):
                 try:
                     out.append(self.state(entry.name))
-                except NotFoundError:
-                    continue  # removed meanwhile
+                except (NotFoundError, FileNotFoundError, NotADirectoryError):
+                    continue  # removed while we listed
         return out
 
     def kill(self, id: str, signal: int = _signal.SIGKILL) -> None:
@@ -444,7 +447,7 @@ def _runner_env() -> dict[str, str]:
 def _validate(spec: ContainerSpec, root: str) -> None:
     if not _ID.match(spec.id):
         raise InvalidArgumentError(f"invalid container id {spec.id!r}: want 64 hex digits")
-    if not _NAME.match(spec.name) or len(spec.name) < 2:
+    if spec.name and (not _NAME.match(spec.name) or len(spec.name) < 2):  # "": the runner names it
         raise InvalidArgumentError(
             f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     if not spec.args:

@@ -33,7 +33,7 @@ from nbcontainer.errors import (
     StateTransitionError,
 )
 from nbcontainer.runtime import _libc as libc
-from nbcontainer.runtime import caps, cgroups, devices, network, protocol, seccomp, shim
+from nbcontainer.runtime import caps, cgroups, devices, names, network, protocol, seccomp, shim
 from nbcontainer.runtime import state as _state
 from nbcontainer.runtime.bundle import Bundle, ContainerSpec
 from nbcontainer.runtime.protocol import Create, Delete, Exec, Ping
@@ -169,13 +169,17 @@ class Runner:
 
     def create(self, conn: socket.socket, req: Create) -> None:
         spec = req.spec
+        owner = self.name_owner(spec.name)
+        if not spec.name:
+            # chosen here, where no other create can interleave: parallel runs never collide
+            spec.name = names.generate(set(self.names.values()))
+        elif owner:
+            raise AlreadyExistsError(
+                f"container name {spec.name!r} is already in use by container {owner[:12]}")
         cid, name = spec.id, spec.name
-        owner = self.name_owner(name)
-        if owner:
-            raise AlreadyExistsError(f"container name {name!r} is already in use by container {owner[:12]}")
         bundle = os.path.join(self.containers, cid)
         try:
-            os.mkdir(bundle, 0o711)
+            os.mkdir(bundle, 0o710)  # as Docker's: private, the group may traverse
         except FileExistsError:
             raise AlreadyExistsError(f"container {cid[:12]} already exists") from None
         try:
@@ -198,6 +202,8 @@ class Runner:
                 shutil.copyfile("/etc/resolv.conf", os.path.join(bundle, "resolv.conf"))
             except FileNotFoundError:
                 _write(os.path.join(bundle, "resolv.conf"), "")
+            for stub in ("hostname", "hosts", "resolv.conf"):
+                os.chmod(os.path.join(bundle, stub), 0o644)  # bind-mounted: readable by any user inside
             fifo = os.path.join(bundle, _state.FIFO)
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # any container user may open it for writing (umask would not)

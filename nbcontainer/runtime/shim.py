@@ -349,7 +349,7 @@ class Shim:
                 _set_winsize(readers, spec.tty_size)
         # the log exists before anyone hears of the container, so ``logs -f`` never finds it missing
         log_fd = os.open(os.path.join(self.bundle, _state.LOG),
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         protocol.send(self.conn, protocol.Created(state))
         self.conn.close()
         return self.supervise(pid, sync_r, readers, stdin_w, log_fd)

@@ -54,7 +54,9 @@ def write_json(path: str, obj: dict) -> None:
     """Atomic replace. No fsync: this is the hot path of every container, and ext4 orders a
     rename-over after the data of the file it replaces (auto_da_alloc)."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    # 0600: a container's config holds its -e values, its state its pids
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
         f.write(json.dumps(obj).encode())
     os.replace(tmp, path)
 

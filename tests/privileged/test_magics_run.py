@@ -67,9 +67,10 @@ def test_interrupting_the_cell_stops_its_container(ip, busybox_engine, capfd):
 
 
 def test_out_after_the_image_belongs_to_the_containers_command(ip):
-    value = ip.run_line_magic("container", "run --rm busybox printf %s --out x")
-    assert value.lines == ["--outx"]
-    assert "x" not in ip.user_ns
+    ip.user_ns.pop("nbc_kept", None)
+    value = ip.run_line_magic("container", "run --rm busybox printf %s --out nbc_kept")
+    assert value.lines == ["--outnbc_kept"]
+    assert "nbc_kept" not in ip.user_ns
     kept = ip.run_line_magic("container", "images --out imgs")
     assert ip.user_ns["imgs"] is kept
 

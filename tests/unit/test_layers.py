@@ -739,3 +739,15 @@ def test_write_flat_tar_drops_whiteouts_and_what_they_and_opaque_dirs_hide(tmp_p
         assert tf.getmember("data").pax_headers == {}
     assert names == ["data", "data/z", "etc", "etc/a", "etc/c", "f"]
     assert sorted(names) == sorted(p.lstrip("/") for p in merged([str(l0), str(l1), str(l2)]))
+
+
+def test_diff_never_looks_through_a_lower_layers_symlink_onto_the_host(tmp_path: Path) -> None:
+    from nbcontainer.layers import upper_changes
+
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    lower.mkdir()
+    (lower / "a").symlink_to("/etc")  # an image's link to a host path
+    (upper / "a").mkdir(parents=True)
+    (upper / "a" / "passwd").write_text("mine\n")  # /etc/passwd exists on the host, not in the image
+    rows = {r.path: r.kind for r in upper_changes(str(upper), [str(lower)])}
+    assert rows["/a/passwd"] == "A"

@@ -91,3 +91,11 @@ def test_layer_compression_from_media_type():
     assert layer_compression(MT_OCI_LAYER) == ""
     with pytest.raises(InvalidArgumentError):
         layer_compression("text/plain")
+
+
+@pytest.mark.parametrize("bad", ["busy\nbox:1", "busybox:la\ttest", "a" * 256,
+                                 "reg.io:5000/" + "b" * 250 + ":1"])
+def test_references_with_control_characters_or_over_255_characters_are_refused(bad):
+    with pytest.raises(InvalidArgumentError):
+        Reference.parse(bad)
+    assert Reference.parse("a" * 200 + ":" + "t" * 100).tag == "t" * 100  # the tag does not count
