@@ -10,22 +10,22 @@ containers).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbcontainer.engine import bootstrap as _bootstrap
-from nbcontainer.engine.archives import Archives
-from nbcontainer.engine.containers import ContainerRow, Containers
 from nbcontainer.engine.core import Core, default_root
-from nbcontainer.engine.images import Images
-from nbcontainer.engine.networks import AddressRow, NetworkRow, Networks, PortBinding
-from nbcontainer.engine.registry import Registry
 from nbcontainer.engine.results import HistoryRow, ImageRow, LayerRow, RemoveResult
 from nbcontainer.errors import NotFoundError
 
 if TYPE_CHECKING:
+    from nbcontainer.engine.archives import Archives
+    from nbcontainer.engine.containers import ContainerRow, Containers
+    from nbcontainer.engine.images import Images
+    from nbcontainer.engine.networks import AddressRow, NetworkRow, Networks, PortBinding
+    from nbcontainer.engine.registry import Registry
     from nbcontainer.layers.diff import DiffRow
     from nbcontainer.runtime import ContainerState, Runtime
     from nbcontainer.snapshot import ContainerLayer, Snapshotter
@@ -46,11 +46,38 @@ class Engine:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.core = Core(root)
-        self._images = Images(self.core)
-        self._networks = Networks(self.core)
-        self._containers = Containers(self.core, self._networks)
-        self._archives = Archives(self.core)
-        self._registry = Registry(self.core)
+
+    # The nouns load on first use: ``nbcontainer images`` needs neither the runtime's nor the
+    # registry's modules (measured by benchmarks/bench_cli.py).
+    @functools.cached_property
+    def _images(self) -> Images:
+        from nbcontainer.engine.images import Images
+
+        return Images(self.core)
+
+    @functools.cached_property
+    def _networks(self) -> Networks:
+        from nbcontainer.engine.networks import Networks
+
+        return Networks(self.core)
+
+    @functools.cached_property
+    def _containers(self) -> Containers:
+        from nbcontainer.engine.containers import Containers
+
+        return Containers(self.core, self._networks)
+
+    @functools.cached_property
+    def _archives(self) -> Archives:
+        from nbcontainer.engine.archives import Archives
+
+        return Archives(self.core)
+
+    @functools.cached_property
+    def _registry(self) -> Registry:
+        from nbcontainer.engine.registry import Registry
+
+        return Registry(self.core)
 
     def __repr__(self) -> str:
         return f"Engine(root={str(self.root)!r})"
@@ -100,7 +127,9 @@ class Engine:
     def bootstrap(self, what: str = "busybox", *, tag: str | None = None,
                   progress: Callable[[int], None] | None = None) -> Image:
         """Build a base image without a registry: ``busybox`` or ``debian[:SUITE]``."""
-        return _bootstrap.bootstrap(self.core, what, tag=tag, progress=progress)
+        from nbcontainer.engine.bootstrap import bootstrap
+
+        return bootstrap(self.core, what, tag=tag, progress=progress)
 
     # -- images ------------------------------------------------------------------------------------
 
