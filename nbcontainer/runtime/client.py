@@ -227,13 +227,23 @@ class Runtime:
                 st = _state.read_json(path)
             except FileNotFoundError:
                 raise NotFoundError(f"container {id!r} not found (removed meanwhile)") from None
+        if st and not st.get("monitor_lost") and _state.shim_lost(st):
+            st = _state.mark_monitor_lost(bundle) or st  # once: state.json flag + a closing log line
+        if st and status == "exited" and not st.get("finished_at") and st.get("monitor_lost"):
+            # The runner, the subreaper that adopted PID 1, records its real exit status as it reaps it.
+            deadline = time.monotonic() + 1.0
+            while not st.get("finished_at") and time.monotonic() < deadline:
+                time.sleep(0.01)
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    st = _state.read_json(path)
         shim_alive = bool(st) and _state.alive(st.get("shim_pid", 0), st.get("shim_starttime", 0))
         if st and status != st.get("status") and not (status == "exited" and shim_alive):
-            fields: dict = {"status": status}
             if status == "exited" and not st.get("finished_at"):
-                # The shim died without recording; Docker shows 255 for an exit it did not see.
-                fields.update(finished_at=_state.now(), exit_code=255, pid=0)
-            st = _state.update(bundle, fields)
+                # Nobody saw the exit (the shim died, the runner did not reap PID 1): Docker shows
+                # 255 for an exit status it cannot know.
+                st = _state.record_lost_exit(bundle, 255) or st
+            else:
+                st = _state.update(bundle, {"status": status})
         return ContainerState(
             id=cid, name=b.spec.name, status=status,
             pid=st.get("pid", 0) if status != "exited" else 0,
@@ -262,6 +272,9 @@ class Runtime:
             raise StateTransitionError(f"container {st.name} is paused: unpause it before killing it")
         if st.pid <= 0:
             raise StateTransitionError(f"container {st.name} has no process to signal")
+        if signal == _signal.SIGKILL:
+            _kill_all(st)
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, signal)
 
@@ -285,7 +298,7 @@ class Runtime:
         except ProcessLookupError:
             pass
         except TimeoutError:
-            os.kill(st.pid, _signal.SIGKILL)
+            _kill_all(st)
         self.wait(st.id)
 
     def pause(self, id: str) -> None:
@@ -309,9 +322,22 @@ class Runtime:
         return self.state(cid).exit_code
 
     def _wait(self, b: Bundle, timeout: float | None) -> None:
-        st = _state.read_json(os.path.join(b.path, _state.STATE))
-        if not st.get("finished_at") and not _wait_pid(st["shim_pid"], st["shim_starttime"], timeout):
-            raise TimeoutError(f"container {b.spec.name} still running after {timeout} s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st = _state.read_json(os.path.join(b.path, _state.STATE))
+            if st.get("finished_at") or not st.get("shim_pid"):
+                return
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if _state.shim_lost(st):
+                # Its monitor is gone: wait for PID 1 itself, then record the exit (state does).
+                if not _wait_pid(st.get("pid", 0), st.get("pid_starttime", 0), left):
+                    break
+                self.state(b.spec.id)
+                return
+            if not _wait_pid(st["shim_pid"], st["shim_starttime"], left):
+                break
+            # the shim recorded the exit, or it was killed and the branch above takes over
+        raise TimeoutError(f"container {b.spec.name} still running after {timeout} s")
 
     def delete(self, id: str, *, force: bool = False) -> None:
         """Remove the container: kill it (``force``), unmount, remove its cgroups and directory.
@@ -345,6 +371,7 @@ class Runtime:
         path = os.path.join(b.path, _state.LOG)
         if not os.path.exists(path):
             return
+        lost = self._monitor_lost(b)  # noticed here: the log ends with a line saying so
         with open(path, "rb") as f:
             lines = f.readlines()
             if tail is not None:
@@ -358,7 +385,7 @@ class Runtime:
                     continue
                 if raw:
                     f.seek(-len(raw), os.SEEK_CUR)
-                if self.state(cid).status == "exited":
+                if lost or self.state(cid).status == "exited" or self._monitor_lost(b):
                     rest = f.read()
                     for line in rest.splitlines(keepends=True):
                         yield _decode(line)
@@ -405,6 +432,16 @@ class Runtime:
         return rows
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _monitor_lost(self, b: Bundle) -> bool:
+        """Did the container's shim die before it exited? Recorded (with a log line) when first seen."""
+        try:
+            st = _state.read_json(os.path.join(b.path, _state.STATE))
+        except (FileNotFoundError, ValueError):
+            return False
+        if not st.get("monitor_lost") and _state.shim_lost(st):
+            st = _state.mark_monitor_lost(b.path)
+        return bool(st.get("monitor_lost")) and not st.get("finished_at")
 
     def _config(self, id: str) -> tuple[str, Bundle]:
         """(full id, bundle) of a container given its id, a unique id prefix, or its name."""
@@ -495,6 +532,15 @@ def _wait_pid(pid: int, start: int, timeout: float | None) -> bool:
         return bool(ready)
     finally:
         os.close(fd)
+
+
+def _kill_all(st: ContainerState) -> None:
+    """SIGKILL PID 1 and every process of the container's cgroups (found there, never by name);
+    what reaches a container whose shim died too."""
+    for victim in {st.pid, *cgroups.procs(st.cgroups)}:
+        if victim > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, _signal.SIGKILL)
 
 
 def _decode(raw: bytes) -> tuple[str, bytes]:

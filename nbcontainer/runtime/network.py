@@ -138,8 +138,14 @@ def sweep(root: str) -> list[str]:
 
 
 def shutdown(root: str) -> None:
-    """The runner stops: take down the root's bridges that no container uses any more."""
-    if not os.path.isdir(os.path.join(ipam.net_dir(root), "networks")) or not available():
+    """The runner stops: take down the root's bridges that no container uses any more.
+
+    When the root itself was deleted there is nothing to read under it: the root's bridges are
+    found in the kernel by their alias (``nbcontainer:<root>``) and all go, with their nft rules.
+    """
+    if os.path.isdir(root) and not os.path.isdir(os.path.join(ipam.net_dir(root), "networks")):
+        return  # this root never made a network: no pyroute2 import
+    if not available():
         return
     from nbcontainer.runtime.net import bridge
 

@@ -49,6 +49,9 @@ class Runner:
         self.names: dict[str, str] = {}  # id -> name cache for the name-in-use check
         self.sel = selectors.DefaultSelector()
         self.buffers: dict[int, bytes] = {}
+        self.shims: dict[int, str] = {}  # pid of a shim we forked -> its bundle
+        self.orphans: dict[int, str] = {}  # pid of a PID 1 we adopted when its shim died -> bundle
+        self.unclaimed: dict[int, int] = {}  # pid -> status reaped in the last batch, not a shim's
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -107,13 +110,37 @@ class Runner:
             os._exit(0)
 
     def reap(self) -> None:
+        """Reap our children; a shim that died before its container did leaves the container's
+        PID 1 to us (we are the subreaper): mark the monitor lost, and record that PID 1's real
+        exit status when we reap it."""
+        reaped: dict[int, int] = {}
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
+            reaped[pid] = status
+        # The kernel hands PID 1 over before its shim turns zombie, so PID 1 may be reaped one
+        # batch before its shim: keep the previous batch's unknown pids for that.
+        earlier, self.unclaimed = self.unclaimed, {}
+        for pid in list(reaped):
+            bundle = self.shims.pop(pid, "")
+            if bundle:
+                del reaped[pid]
+                lost = _state.mark_monitor_lost(bundle)
+                if lost.get("monitor_lost") and not lost.get("finished_at") and lost.get("pid"):
+                    self.orphans[lost["pid"]] = bundle
+        for pid, status in reaped.items():
+            bundle = self.orphans.pop(pid, "")
+            if bundle:
+                _state.record_lost_exit(bundle, shim.status_code(status))
+            else:
+                self.unclaimed[pid] = status  # an exec helper, or a PID 1 whose shim we reap next
+        for pid, status in earlier.items():
+            if pid in self.orphans and not os.path.exists(f"/proc/{pid}"):
+                _state.record_lost_exit(self.orphans.pop(pid), shim.status_code(status))
 
     def read(self, conn: socket.socket) -> None:
         fd = conn.fileno()
@@ -222,7 +249,7 @@ class Runner:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
         self.names[cid] = name
-        shim.spawn(b, conn, req.stdin, program)
+        self.shims[shim.spawn(b, conn, req.stdin, program)] = bundle
 
     def netns_of(self, cid: str) -> str:
         """``/proc/<pid>/ns/net`` of a running container, for ``--network container:<id>``."""
@@ -261,6 +288,8 @@ class Runner:
             if status == "paused":
                 cgroups.freeze(b.cgroups, False)  # a frozen task only dies once thawed
         _wait_gone(state.get("shim_pid", 0), state.get("shim_starttime", 0), timeout=10.0)
+        if status != "exited":  # no shim waited for it when the shim was gone (its monitor lost)
+            _wait_gone(pid, state.get("pid_starttime", 0), timeout=10.0)
         network.teardown(b)  # the shim did it unless it died first
         if os.path.ismount(b.spec.merged):
             shim.unmount(b.spec.merged)

@@ -259,7 +259,7 @@ def _join_cgroups(procs_files: list[str], pid_r: int, joined_w: int) -> None:
         os.close(joined_w)
 
 
-def _status_code(status: int) -> int:
+def status_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
@@ -413,7 +413,7 @@ class Shim:
         return 0
 
     def finish(self, status: int) -> None:
-        code = _status_code(status)
+        code = status_code(status)
         oom = cgroups.oom_kills(self.b.cgroups) > 0
         with contextlib.suppress(OSError):  # delete tries again and reports
             unmount(self.b.spec.merged)
@@ -483,7 +483,7 @@ def _exec_helper(b: Bundle, state: dict, conn: socket.socket, req: protocol.Exec
         pump.add_stdin(stdin_w, req.stdin or b"")
     while pump.open:
         pump.step(None)
-    code = _status_code(os.waitpid(child, 0)[1])
+    code = status_code(os.waitpid(child, 0)[1])
     if not detach:
         protocol.send(conn, protocol.Finished(code, child, b"".join(pump.captured["stdout"]),
                                               b"".join(pump.captured["stderr"])))

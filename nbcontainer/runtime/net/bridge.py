@@ -147,15 +147,51 @@ def down_idle(root: str, only: str | None = None) -> list[str]:
 
     from nbcontainer.runtime.net import links
 
+    if not os.path.isdir(root):
+        return _down_orphaned(root, only)
     known = {n["Bridge"]: n["Subnet"] for n in ipam.networks(root)}
     gone = []
     with ipam.locked(root), IPRoute() as ipr:
         used = {v["Bridge"] for v in ipam.leases(root).values()}
         for name, kind in links.ours(ipr, links.alias(root)):
             if kind == "bridge" and name not in used and only in (None, name):
-                _bridge_down(root, ipr, name, known.get(name, "0.0.0.0/32"))
+                _bridge_down(root, ipr, name, known.get(name) or _subnet_of(ipr, name))
                 gone.append(name)
     return gone
+
+
+def _down_orphaned(root: str, only: str | None) -> list[str]:
+    """The store root was deleted under us (no networks, leases or lock file to read): the kernel
+    still knows its links by their alias ``nbcontainer:<root>`` and each bridge's subnet by its
+    gateway address. Take down exactly those (veths first), never another root's."""
+    from pyroute2 import IPRoute
+
+    from nbcontainer.runtime.net import links
+
+    gone = []
+    with IPRoute() as ipr:
+        mine = links.ours(ipr, links.alias(root))
+        for name, kind in mine:
+            if kind == "veth" and only is None:
+                links.delete(ipr, name)
+        for name, kind in mine:
+            if kind == "bridge" and only in (None, name):
+                _bridge_down(root, ipr, name, _subnet_of(ipr, name))
+                gone.append(name)
+    return gone
+
+
+def _subnet_of(ipr: IPRoute, bridge: str) -> str:
+    """The subnet of a bridge from its gateway address (``0.0.0.0/32`` when it has none)."""
+    import socket
+
+    index = ipr.link_lookup(ifname=bridge)
+    if index:
+        for addr in ipr.get_addr(index=index[0], family=socket.AF_INET):
+            ip = addr.get_attr("IFA_ADDRESS")
+            if ip:
+                return str(ipaddress.ip_network(f"{ip}/{addr['prefixlen']}", strict=False))
+    return "0.0.0.0/32"
 
 
 def _bridge_down(root: str, ipr: IPRoute, bridge: str, subnet: str) -> None:
