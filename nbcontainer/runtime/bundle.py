@@ -212,6 +212,7 @@ class ContainerState:
     cgroups: dict[str, str]
     bundle: str
     network_settings: dict = field(default_factory=dict)  # Docker's NetworkSettings while running
+    monitor_lost_at: str = ""  # when the container's shim was found dead ("" while it lives)
 
     @property
     def short_id(self) -> str:

@@ -250,6 +250,7 @@ class Runtime:
             exit_code=st.get("exit_code", 0), oom_killed=st.get("oom_killed", False),
             created=b.created, started_at=st.get("started_at", ""),
             finished_at=st.get("finished_at", ""), spec=b.spec,
+            monitor_lost_at=st.get("monitor_lost_at", "") if st.get("monitor_lost") else "",
             cgroups=b.cgroups, bundle=bundle,
             network_settings=st.get("network") or {} if status != "exited" else {},
         )

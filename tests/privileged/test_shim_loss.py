@@ -53,6 +53,8 @@ def test_a_lost_monitor_is_reported_stopped_through_the_cgroup_and_removed(busyb
     assert st.status == "running" and st.pid == pid
     raw = _state(bundle)
     assert raw["monitor_lost"] is True and raw["monitor_lost_at"]
+    assert st.monitor_lost_at == raw["monitor_lost_at"]
+    assert e.inspect(c.id)["State"]["Error"].startswith("the container's monitor died at")
     logs = list(e.logs(c.id))
     notes = [line for stream, line in logs if b"monitor" in line]
     assert len(notes) == 1 and logs[-1][0] == "stderr", logs
