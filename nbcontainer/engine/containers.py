@@ -371,6 +371,7 @@ class Containers:
                 "OOMKilled": bool(c.oom_killed), "Dead": False,
                 "Pid": c.pid if c.status in ("running", "paused") else 0, "ExitCode": c.exit_code or 0,
                 "StartedAt": c.started_at or "", "FinishedAt": c.finished_at or "",
+                "Error": f"the container's monitor died at {c.monitor_lost_at}" if c.monitor_lost_at else "",
             },
             "Image": spec.annotations.get("image_id", ""),
             "Name": "/" + c.name,
