@@ -146,25 +146,18 @@ def container_init(b: Bundle, sync_w: int, joined_r: int, stdio: tuple[int, int,
     execvpe(spec.args, env)
 
 
-def exec_init(b: Bundle, ns_fds: list[tuple[int, int]], stdio: tuple[int, int, int], tty: bool,
-              args: list[str], env: list[str], cwd: str, user: str, sync_w: int,
-              seccomp_program: bytes | None) -> NoReturn:
-    """Join a running container (pid namespace already joined by the caller) and exec ``args``."""
+def exec_init(b: Bundle, stdio: tuple[int, int, int], tty: bool, args: list[str], env: list[str],
+              cwd: str, user: str, sync_w: int, seccomp_program: bytes | None) -> NoReturn:
+    """In a running container (its namespaces and cgroups already joined by the exec helper, which
+    forked us into its pid namespace), become its user with its privileges and exec ``args``."""
     step = "stdio"
     try:
         _stdio(stdio, tty)
-        step = "cgroup"
-        for path in b.cgroup_procs:
-            _write(path, "0")
-        step = "setns"
-        for fd, nstype in ns_fds:
-            libc.setns(fd, nstype)
-            os.close(fd)
         step = "user"
         uid, gid, groups, home = resolve_user(user)
         env = container_env(env, b.spec.hostname, home)
         finalize_privileges(caps.container_mask(b.spec.cap_add, b.spec.cap_drop), uid, gid, groups,
-                            seccomp_program, b.spec.no_new_privileges)
+                            seccomp_program, b.spec.no_new_privileges, dumpable=False)
         step = "cwd"
         os.chdir(cwd or "/")
     except SetupError as err:
@@ -188,13 +181,6 @@ def _report(sync_w: int, step: str, err: int, detail: str) -> NoReturn:
     finally:
         os._exit(1)
 
-
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 def _stdio(stdio: tuple[int, int, int], tty: bool) -> None:
@@ -319,7 +305,7 @@ def _readonly(path: str) -> None:
 
 
 def finalize_privileges(keep: int, uid: int, gid: int, groups: list[int], seccomp_program: bytes | None,
-                        no_new_privs: bool) -> None:
+                        no_new_privs: bool, *, dumpable: bool = True) -> None:
     """Become the container's user with its capabilities, in runc's order (finalizeNamespace).
 
     Without no_new_privs the seccomp filter goes first, while CAP_SYS_ADMIN is still held (the
@@ -345,15 +331,17 @@ def finalize_privileges(keep: int, uid: int, gid: int, groups: list[int], seccom
         libc.capset(keep, keep, 0)
         libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
         libc.prctl(libc.PR_SET_KEEPCAPS, 0)
-        # setuid to a non-root user clears "dumpable", which makes /proc/self/fd (needed for
-        # exec.fifo) root-only; execve recomputes it anyway.
-        libc.prctl(libc.PR_SET_DUMPABLE, 1)
         if no_new_privs:
             step = "no_new_privs"
             libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
             if seccomp_program is not None:
                 step = "seccomp"
                 libc.seccomp_set_filter(seccomp_program)
+        if dumpable:
+            # PID 1 only: setuid to a non-root user cleared "dumpable", which makes /proc/self/fd
+            # (needed for exec.fifo) root-only. Set last, once every restriction is in place; an
+            # exec'd process stays non-dumpable until execve recomputes it.
+            libc.prctl(libc.PR_SET_DUMPABLE, 1)
     except OSError as err:
         raise SetupError(step, err.errno or 0, err.strerror or str(err)) from err
 

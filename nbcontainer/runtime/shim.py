@@ -444,24 +444,41 @@ def spawn_exec(b: Bundle, state: dict, conn: socket.socket, req: protocol.Exec,
 def _exec_helper(b: Bundle, state: dict, conn: socket.socket, req: protocol.Exec,
                  seccomp_program: bytes | None) -> int:
     target = state["pid"]
+    # Every namespace and the cgroups are joined HERE, before the fork that makes the exec'd process
+    # visible in the container's pid namespace: it never shows there with the host's root, mounts or
+    # cgroups (runc's order; a container process could otherwise read the host through
+    # /proc/<pid>/root). Non-dumpable until execve, so none of it can be ptraced meanwhile.
+    step = "setns"
     try:
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
         pid_ns = os.open(f"/proc/{target}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        ns_fds = [(os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY), flag) for name, flag in NS_ORDER]
+        ns_fds = [(os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag)
+                  for name, flag in NS_ORDER]
         if _state.starttime(target) != state["pid_starttime"]:
             raise ProcessLookupError(errno.ESRCH, "the container's PID 1 is gone")
+        step = "cgroup"
+        for path in b.cgroup_procs:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        step = "setns"
+        for fd, nstype in ns_fds:
+            libc.setns(fd, nstype)
+            os.close(fd)
         libc.setns(pid_ns, libc.CLONE_NEWPID)
+        os.close(pid_ns)
     except OSError as err:
-        protocol.send(conn, RuntimeSetupError("setns", err.errno or 0, err.strerror or str(err)))
+        protocol.send(conn, RuntimeSetupError(step, err.errno or 0, err.strerror or str(err)))
         return 1
     stdio, readers, stdin_w = _stdio(req.tty, req.stdin)
     sync_r, sync_w = os.pipe()
     child = os.fork()
     if child == 0:
-        _after_fork({sync_w, *stdio, *(fd for fd, _ in ns_fds)})
-        init.exec_init(b, ns_fds, stdio, req.tty, req.args, [*b.spec.env, *req.env],
+        _after_fork({sync_w, *stdio})
+        init.exec_init(b, stdio, req.tty, req.args, [*b.spec.env, *req.env],
                        req.cwd or b.spec.cwd, req.user or b.spec.user, sync_w, seccomp_program)
-    for fd, _ in ns_fds:
-        os.close(fd)
     os.close(sync_w)
     for fd in set(stdio):
         os.close(fd)

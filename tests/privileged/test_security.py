@@ -38,7 +38,9 @@ PATH_ENV = "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKER_CAPS = "00000000a80425fb"  # Docker's 14 default capabilities
 DEVICE_PROBES = ("open_loop", "open_loop_control", "open_kvm", "open_tty1", "mknod_char", "open_null")
 SECCOMP_PROBES = ("unshare_user", "userns_mount", "keyctl", "add_key", "bpf", "perf_event_open",
-                  "userfaultfd", "mount")
+                  "userfaultfd", "mount", "io_uring")
+# podman 4.3's own profile still allows these (Docker's since 25.0 refuses io_uring)
+PODMAN_OWN_ALLOWS = ("unshare_user", "userns_mount", "keyctl", "io_uring")
 
 podman = podman_fixture(scope="module")
 
@@ -241,8 +243,8 @@ def test_the_default_seccomp_profile_refuses_namespaces_keyrings_bpf_perf_userfa
     expected = dict.fromkeys(SECCOMP_PROBES, "refused")
     assert theirs == expected, msg
     assert mine == expected, msg
-    assert {k: v for k, v in own.items() if k not in ("unshare_user", "userns_mount", "keyctl")} == {
-        k: v for k, v in expected.items() if k not in ("unshare_user", "userns_mount", "keyctl")}, msg
+    assert {k: v for k, v in own.items() if k not in PODMAN_OWN_ALLOWS} == {
+        k: v for k, v in expected.items() if k not in PODMAN_OWN_ALLOWS}, msg
 
 
 def test_seccomp_unconfined_turns_the_filter_off(ours, pod):
@@ -287,3 +289,36 @@ def test_cap_drop_all_as_nobody_still_runs(ours, pod):
     theirs = pod("id", opts=("--cap-drop", "ALL", "--user", "65534"))
     assert theirs.returncode == 0 and "uid=65534" in theirs.stdout, theirs.stderr
     assert mine.exit_code == 0 and b"uid=65534" in mine.stdout, mine.stderr
+
+
+# -- exec ----------------------------------------------------------------------------------------
+
+
+def test_an_exec_never_shows_the_hosts_root_to_the_container_even_with_sys_ptrace(engine, ours, tmp_path):
+    """The exec'd process joins every namespace before it becomes visible in the container's pid
+    namespace: a watcher polling /proc/*/root for a host-only file sees nothing (runc's order)."""
+    secret = tmp_path / "host-only-secret"
+    secret.write_text("host secret\n")
+    watcher = engine.run(IMAGE, ["/secprobe", f"watch:{secret}:6"], network="none", detach=True,
+                         cap_add=["SYS_PTRACE"], name="watcher")
+    try:
+        for _ in range(40):
+            res = engine.exec(watcher.id, ["true"])
+            assert res.exit_code == 0, res.stderr
+        assert engine.wait(watcher.id, timeout=30) == 0
+        out = b"".join(line for _, line in engine.logs(watcher.id)).decode()
+        assert out.strip() == "watch none", out
+    finally:
+        engine.rm(watcher.id, force=True)
+
+
+def test_an_exec_gets_the_containers_seccomp_filter_and_capabilities(engine, ours):
+    c = engine.run(IMAGE, ["sleep", "30"], network="none", detach=True, name="execd")
+    try:
+        res = engine.exec(c.id, ["/secprobe", "status", "unshare_user", "io_uring"])
+        got = answers(res.stdout.decode())
+        assert got["Seccomp"] == "2" and got["NoNewPrivs"] == "0", res.stdout
+        assert got["CapEff"] == got["CapBnd"] == DOCKER_CAPS and got["CapInh"] == got["CapAmb"] == "0" * 16
+        assert got["unshare_user"] == got["io_uring"] == "refused", res.stdout
+    finally:
+        engine.rm(c.id, force=True)

@@ -32,7 +32,8 @@ def test_default_profile_allows_mount_and_unshare_only_with_cap_sys_admin():
     for name in ("mount", "unshare", "setns", "bpf", "perf_event_open"):
         assert name not in default
         assert name in admin
-    for name in ("keyctl", "add_key", "userfaultfd", "kexec_load", "open_by_handle_at"):
+    for name in ("keyctl", "add_key", "userfaultfd", "kexec_load", "open_by_handle_at",
+                 "io_uring_setup", "io_uring_enter", "io_uring_register"):
         assert name not in default and name not in admin
     assert {"read", "execve", "setuid", "capset", "mknod"} <= default
 

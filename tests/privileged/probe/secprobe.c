@@ -4,6 +4,8 @@
  * ENOSYS, the device cgroup EPERM); any other errno is an error (e.g. ENXIO: no driver).
  * Each probe runs in a forked child, so a probe that succeeds (unshare) cannot change the next.
  * "open:PATH" opens PATH O_RDWR, "read:PATH" O_RDONLY; "euid" prints "euid N"; "status" prints lines of /proc/self/status.
+ * "watch:PATH:SECONDS" polls /proc/<every pid>/root/PATH for SECONDS and prints "watch seen PID" when
+ * it can read it (a process of the container that shows the host's root), else "watch none".
  * Built static (gcc -static -O1) so it runs in a busybox image.
  */
 #define _GNU_SOURCE
@@ -11,7 +13,10 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/keyctl.h>
+#include <dirent.h>
+#include <linux/io_uring.h>
 #include <linux/perf_event.h>
+#include <time.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +85,28 @@ static void status(void) {
     fclose(f);
 }
 
+static int watch(const char *spec) {
+    char path[256], file[512];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon - spec >= (long)sizeof path) return EINVAL;
+    memcpy(path, spec, colon - spec);
+    path[colon - spec] = 0;
+    time_t end = time(NULL) + atoi(colon + 1);
+    while (time(NULL) < end) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+            snprintf(file, sizeof file, "/proc/%s/root%s", e->d_name, path);
+            int fd = open(file, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) { printf("watch seen %s\n", e->d_name); close(fd); closedir(d); return -1; }
+        }
+        if (d) closedir(d);
+    }
+    printf("watch none\n");
+    return -1;
+}
+
 /* The errno of probe NAME, 0 if allowed; -1 if it printed its own answer, -2 if NAME is unknown. */
 static int probe(const char *name) {
     union bpf_attr battr;
@@ -88,6 +115,14 @@ static int probe(const char *name) {
         if (fd < 0) return errno;
         close(fd);
         return 0;
+    }
+    if (!strncmp(name, "watch:", 6)) return watch(name + 6);
+    if (!strcmp(name, "io_uring")) {
+        struct io_uring_params params;
+        memset(&params, 0, sizeof params);
+        long fd = syscall(SYS_io_uring_setup, 4, &params);
+        if (fd >= 0) close((int)fd);
+        return rc(fd);
     }
     if (!strcmp(name, "euid")) { printf("euid %u\n", (unsigned)geteuid()); return -1; }
     if (!strcmp(name, "status")) { status(); return -1; }
