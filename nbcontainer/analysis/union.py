@@ -102,12 +102,13 @@ def union(dirs: list[str]) -> list[list[Entry]]:
             elif above is not None:
                 e.shadowed_by = above.layer  # a merged dir: the upper copy's metadata wins
         for e in layers[i]:
+            if e.type != "dir" or e.opaque:
+                # a whiteout, a file or an opaque dir hides what is below it, shadowed itself or not
+                hide_below.setdefault(e.path, i)
             if e.shadowed_by >= 0 and e.type != "dir":
                 continue
             if e.path not in top:
                 top[e.path] = e
-            if e.type != "dir" or e.opaque:
-                hide_below.setdefault(e.path, i)
     # Bottom-up pass: added or modified relative to what the layers below provide.
     below: set[str] = set()
     gone: set[str] = set()

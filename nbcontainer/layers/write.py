@@ -219,7 +219,8 @@ def _merged_children(dirs: list[str]) -> list[_Child]:
     """The entries of a merged dir whose copies are ``dirs`` (top first), as overlay shows them.
 
     The topmost copy of a name wins and a whiteout hides it. A dir shows the entries of its copies
-    from the top down to the first opaque one; copies below that are not dirs hide nothing.
+    from the top down to the first opaque one or the first copy that is not a dir (a whiteout or a
+    file there was deleted or replaced: nothing below it comes back).
     """
     found: dict[str, list[tuple[str, os.stat_result]]] = {}
     for d in dirs:
@@ -239,10 +240,11 @@ def _merged_children(dirs: list[str]) -> list[_Child]:
         below = []
         if stat.S_ISDIR(st.st_mode):
             for copy_path, copy_st in copies:
-                if stat.S_ISDIR(copy_st.st_mode):
-                    below.append(copy_path)
-                    if is_opaque(copy_path, xattrs if copy_path == path else None):
-                        break
+                if not stat.S_ISDIR(copy_st.st_mode):
+                    break  # a whiteout or a file in a middle layer hides every copy below it
+                below.append(copy_path)
+                if is_opaque(copy_path, xattrs if copy_path == path else None):
+                    break
         out.append(_Child(name, path, st, xattrs, False, below))
     return _sorted(out)
 

@@ -51,3 +51,28 @@ def test_diff_reports_parents_of_changes_as_changed(tmp_path):
     rows = {(r.kind, r.path) for r in upper_changes(upper, [lower])}
     assert rows == {("C", "/tmp"), ("A", "/tmp/testfile"), ("C", "/etc"), ("D", "/etc/old"),
                     ("A", "/new"), ("A", "/new/dir"), ("A", "/new/dir/f")}
+
+
+def test_a_middle_layer_that_replaced_a_dir_hides_its_old_contents_from_export_and_the_union(tmp_path):
+    """L1 foo/secret, L2 foo (a file: the dir was deleted), L3 foo/new: overlay shows only foo/new."""
+    import io
+    import tarfile
+
+    from nbcontainer.analysis.union import merged
+    from nbcontainer.layers import write_flat_tar
+
+    l1, l2, l3 = (tmp_path / n for n in ("l1", "l2", "l3"))
+    (l1 / "foo").mkdir(parents=True)
+    (l1 / "foo" / "secret").write_text("deleted on purpose\n")
+    l2.mkdir()
+    (l2 / "foo").write_text("not a dir any more\n")
+    (l3 / "foo").mkdir(parents=True)
+    (l3 / "foo" / "new").write_text("new\n")
+    view = merged([str(l1), str(l2), str(l3)])
+    assert "/foo/new" in view and "/foo/secret" not in view
+    buf = io.BytesIO()
+    write_flat_tar([str(l3), str(l2), str(l1)], buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        names = {m.name.removeprefix("./").rstrip("/") for m in tar}
+    assert "foo/new" in names and "foo/secret" not in names
