@@ -1,5 +1,5 @@
-"""Store-level verbs of :class:`nbcontainer.Engine`: save/load archives, read-only image mounts,
-disk usage, prune and fsck. Kept apart from the image verbs only for size; ``Engine`` inherits it."""
+"""Store-level verbs, one of the nouns :class:`nbcontainer.Engine` composes: save/load archives,
+read-only image mounts, disk usage, prune and fsck."""
 
 from __future__ import annotations
 

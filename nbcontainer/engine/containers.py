@@ -1,5 +1,5 @@
-"""The container half of :class:`nbcontainer.Engine`: run, exec, ps, stop, rm, logs, top, inspect,
-diff, commit, export. Kept apart from the image verbs only for size; ``Engine`` inherits it.
+"""Containers, one of the nouns :class:`nbcontainer.Engine` composes: run, exec, ps, stop, rm, logs,
+top, inspect, diff, commit, export.
 
 A container is a runtime container (``containers/<id>/``) plus a container layer
 (``overlay/<id>/``) over its image's committed chain. The engine records the image id, chain id

@@ -1,5 +1,5 @@
-"""The network half of :class:`nbcontainer.Engine`: network create/ls/inspect/rm/prune, port, and
-the network mode a new container gets. ``Engine`` inherits it.
+"""Networks, one of the nouns :class:`nbcontainer.Engine` composes: network create/ls/inspect/rm/prune,
+port, and the network mode a new container gets.
 
 The engine only reads and writes ``root/network/`` (networks, leases); bridges, veths and nft rules
 are made by the shims and removed by them, the runner or :meth:`NetworkVerbs.network_prune` —

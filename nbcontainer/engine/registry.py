@@ -1,6 +1,5 @@
-"""The registry half of :class:`nbcontainer.Engine`: pull, push, login, logout, manifest_inspect.
-
-Kept apart from the image verbs only for size; ``Engine`` inherits it. Each call opens one
+"""The registry, one of the nouns :class:`nbcontainer.Engine` composes: pull, push, login, logout,
+manifest_inspect. Each call opens one
 :class:`~nbcontainer.transfer.registry.client.RegistryClient` (credentials from Docker's ``config.json``:
 ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``) and closes it when done.
 

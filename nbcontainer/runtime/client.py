@@ -252,7 +252,7 @@ class Runtime:
             finished_at=st.get("finished_at", ""), spec=b.spec,
             monitor_lost_at=st.get("monitor_lost_at", "") if st.get("monitor_lost") else "",
             cgroups=b.cgroups, bundle=bundle,
-            network_settings=st.get("network") or {} if status != "exited" else {},
+            network_settings=(st.get("network") or {}) if status != "exited" else {},
         )
 
     def list(self) -> list[ContainerState]:

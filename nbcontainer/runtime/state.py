@@ -72,19 +72,7 @@ def write_json(path: str, obj: dict) -> None:
 
 def update(bundle: str, fields: dict) -> dict:
     """Read-modify-write of state.json under a lock (the shim and a client may both write)."""
-    fd = os.open(os.path.join(bundle, "state.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = os.path.join(bundle, STATE)
-        try:
-            state = read_json(path)
-        except FileNotFoundError:
-            state = {}
-        state.update(fields)
-        write_json(path, state)
-        return state
-    finally:
-        os.close(fd)
+    return _locked_update(bundle, lambda _state: fields)
 
 
 def _locked_update(bundle: str, change: Callable[[dict], dict]) -> dict:
