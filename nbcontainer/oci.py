@@ -8,6 +8,7 @@ Vocabulary (OCI, verbatim): a *digest* names a blob by the sha256 of its stored 
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import hashlib
 import json
 import re
@@ -101,6 +102,256 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# -- schema checks -----------------------------------------------------------------------------
+#
+# Every config, manifest and index we parse is checked against the OCI image-spec JSON schemas (types,
+# descriptor fields, RFC 3339 times) before it becomes a dataclass; the error is one line naming the
+# object and the field, e.g. ``image config: 'config.Env' must be a list of strings``.
+
+MAX_HISTORY = 10_000
+_MT_PART = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE_RE = re.compile(rf"^{_MT_PART}/{_MT_PART}$")
+_RFC3339_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class _Bad(Exception):
+    """A field is wrong: ``field`` names it, ``what`` says what it must be."""
+
+    def __init__(self, field: str, what: str) -> None:
+        super().__init__(field, what)
+        self.field = field
+        self.what = what
+
+
+def _schema_error(obj: str, bad: _Bad) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{obj}: {bad.field!r} {bad.what}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _obj(d: dict[str, Any], key: str, path: str, *, required: bool = False) -> dict[str, Any]:
+    """``d[key]`` must be an object (null or absent: empty unless ``required``)."""
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise _Bad(_join(path, key), "is required (an object)")
+        return {}
+    if not isinstance(v, dict):
+        raise _Bad(_join(path, key), "must be an object")
+    return v
+
+
+def _str(d: dict[str, Any], key: str, path: str, *, required: bool = False) -> None:
+    v = d.get(key)
+    if v is None and not required and key not in d:
+        return
+    if not _is_str(v):
+        raise _Bad(_join(path, key), "must be a string")
+
+
+def _str_list(d: dict[str, Any], key: str, path: str, *, nullable: bool = True) -> None:
+    v = d.get(key)
+    if key not in d or (v is None and nullable):
+        return
+    if not isinstance(v, list) or not all(_is_str(x) for x in v):
+        raise _Bad(_join(path, key), "must be a list of strings")
+
+
+def _str_map(d: dict[str, Any], key: str, path: str) -> None:
+    v = d.get(key)
+    if v is None:
+        return
+    if not isinstance(v, dict) or not all(_is_str(x) for x in v.values()):
+        raise _Bad(_join(path, key), "must be an object of strings")
+
+
+def _set_map(d: dict[str, Any], key: str, path: str) -> None:
+    """``ExposedPorts``/``Volumes``: an object whose values are (empty) objects."""
+    v = d.get(key)
+    if v is None:
+        return
+    if not isinstance(v, dict) or not all(x is None or isinstance(x, dict) for x in v.values()):
+        raise _Bad(_join(path, key), "must be an object of objects")
+
+
+def _bool(d: dict[str, Any], key: str, path: str) -> None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, bool):
+        raise _Bad(_join(path, key), "must be a boolean")
+
+
+def _time(d: dict[str, Any], key: str, path: str) -> None:
+    """An RFC 3339 time within years 1-9999 (``""`` and null count as absent, as Docker writes them)."""
+    v = d.get(key)
+    if v is None or v == "":
+        return
+    if _is_str(v):
+        m = _RFC3339_RE.match(v)
+        if m:
+            try:
+                y, mo, da, h, mi, s = (int(x) for x in m.groups()[:6])
+                tz = m.group(8)
+                if tz not in ("Z", "z") and (int(tz[1:3]) > 23 or int(tz[4:6]) > 59):
+                    raise ValueError(tz)
+                _dt.datetime(y, mo, da, h, mi, min(s, 59))  # 60: a leap second
+                if s <= 60:
+                    return
+            except ValueError:
+                pass
+    raise _Bad(_join(path, key), "must be an RFC 3339 time")
+
+
+def check_digest(v: Any, field: str) -> None:
+    if not _is_str(v) or not _DIGEST_RE.match(v):
+        raise _Bad(field, "must be a digest (sha256: and 64 lowercase hex digits)")
+
+
+def _check_platform(p: Any, path: str) -> None:
+    if not isinstance(p, dict):
+        raise _Bad(path, "must be an object")
+    _str(p, "architecture", path, required=True)
+    _str(p, "os", path, required=True)
+    _str(p, "os.version", path)
+    _str_list(p, "os.features", path, nullable=False)
+    _str(p, "variant", path)
+    _str_list(p, "features", path, nullable=False)
+
+
+def _check_descriptor(d: Any, path: str) -> None:
+    if not isinstance(d, dict):
+        raise _Bad(path or "descriptor", "must be an object")
+    mt = d.get("mediaType")
+    if not isinstance(mt, str) or not _MEDIA_TYPE_RE.match(mt):
+        raise _Bad(_join(path, "mediaType"), "must be a media type string (type/subtype)")
+    check_digest(d.get("digest"), _join(path, "digest"))
+    size = d.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 1 << 63:
+        raise _Bad(_join(path, "size"), "must be a non-negative integer")
+    _str_list(d, "urls", path, nullable=False)
+    _str_map(d, "annotations", path)
+    if d.get("platform") is not None:
+        _check_platform(d["platform"], _join(path, "platform"))
+    _str(d, "artifactType", path)
+
+
+def _check_list(d: dict[str, Any], key: str, path: str, check: Any, *, required: bool = False) -> None:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise _Bad(_join(path, key), "is required (a list)")
+        return
+    if not isinstance(v, list):
+        raise _Bad(_join(path, key), "must be a list")
+    for i, x in enumerate(v):
+        check(x, f"{_join(path, key)}[{i}]")
+
+
+def _check_versioned(d: dict[str, Any]) -> None:
+    sv = d.get("schemaVersion")
+    if not _is_int(sv) or sv != 2:
+        raise _Bad("schemaVersion", "must be the integer 2")
+    mt = d.get("mediaType")
+    if mt is not None and (not _is_str(mt) or not _MEDIA_TYPE_RE.match(mt)):
+        raise _Bad("mediaType", "must be a media type string (type/subtype)")
+    _str_map(d, "annotations", "")
+    _str(d, "artifactType", "")
+    if d.get("subject") is not None:
+        _check_descriptor(d["subject"], "subject")
+
+
+def check_manifest(d: dict[str, Any]) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``d`` is a schema-valid image manifest."""
+    try:
+        _check_versioned(d)
+        if "config" not in d:
+            raise _Bad("config", "is required (a descriptor)")
+        _check_descriptor(d["config"], "config")
+        _check_list(d, "layers", "", _check_descriptor)
+    except _Bad as bad:
+        raise _schema_error("image manifest", bad) from None
+
+
+def check_index(d: dict[str, Any]) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``d`` is a schema-valid image index."""
+    try:
+        _check_versioned(d)
+        _check_list(d, "manifests", "", _check_descriptor, required=True)
+    except _Bad as bad:
+        raise _schema_error("image index", bad) from None
+
+
+def _check_history_row(h: Any, path: str) -> None:
+    if not isinstance(h, dict):
+        raise _Bad(path, "must be an object")
+    _time(h, "created", path)
+    for key in ("author", "created_by", "comment"):
+        if h.get(key) is not None:
+            _str(h, key, path)
+    _bool(h, "empty_layer", path)
+
+
+def _check_runtime(c: dict[str, Any]) -> None:
+    p = "config"
+    for key in ("User", "WorkingDir", "StopSignal", "Domainname", "Hostname", "Image"):
+        if c.get(key) is not None:
+            _str(c, key, p)
+    for key in ("Env", "Entrypoint", "Cmd", "Shell", "OnBuild"):
+        _str_list(c, key, p)
+    _set_map(c, "ExposedPorts", p)
+    _set_map(c, "Volumes", p)
+    _str_map(c, "Labels", p)
+    _bool(c, "ArgsEscaped", p)
+    if c.get("Healthcheck") is not None:
+        hc = c["Healthcheck"]
+        if not isinstance(hc, dict):
+            raise _Bad("config.Healthcheck", "must be an object")
+        _str_list(hc, "Test", "config.Healthcheck")
+        for key in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
+            v = hc.get(key)
+            if v is not None and not _is_int(v):
+                raise _Bad(f"config.Healthcheck.{key}", "must be an integer")
+
+
+def check_config(d: dict[str, Any]) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``d`` is a schema-valid image config."""
+    try:
+        _str(d, "architecture", "", required=True)
+        _str(d, "os", "", required=True)
+        _str(d, "variant", "")
+        _str(d, "os.version", "")
+        _str_list(d, "os.features", "", nullable=False)
+        _time(d, "created", "")
+        if d.get("author") is not None:
+            _str(d, "author", "")
+        _check_runtime(_obj(d, "config", ""))
+        rootfs = _obj(d, "rootfs", "", required=True)
+        if rootfs.get("type") != "layers":
+            raise _Bad("rootfs.type", 'must be "layers"')
+        diff_ids = rootfs.get("diff_ids")  # absent or null: no layers (Docker omits an empty list)
+        if diff_ids is not None and not isinstance(diff_ids, list):
+            raise _Bad("rootfs.diff_ids", "must be a list of digests")
+        for i, x in enumerate(diff_ids or ()):
+            check_digest(x, f"rootfs.diff_ids[{i}]")
+        history = d.get("history")
+        if isinstance(history, list) and len(history) > MAX_HISTORY:
+            raise _Bad("history", f"must have at most {MAX_HISTORY} rows (has {len(history)})")
+        _check_list(d, "history", "", _check_history_row)
+    except _Bad as bad:
+        raise _schema_error("image config", bad) from None
+
+
 # -- descriptors, manifests, indexes -----------------------------------------------------------
 
 
@@ -147,6 +398,10 @@ class Descriptor:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Descriptor:
         try:
+            _check_descriptor(d, "")
+        except _Bad as bad:
+            raise _schema_error("descriptor", bad) from None
+        try:
             return cls(
                 media_type=d.get("mediaType", ""),
                 digest=Digest(d["digest"]),
@@ -187,6 +442,7 @@ class Manifest:
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         if d.get("schemaVersion") != 2 or "config" not in d:
             raise InvalidArgumentError("not an image manifest (schemaVersion 2 with a config)")
+        check_manifest(d)
         media_type = d.get("mediaType") or MT_OCI_MANIFEST
         return cls(
             config=Descriptor.from_json(d["config"]),
@@ -223,6 +479,7 @@ class Index:
     def from_json(cls, d: dict[str, Any]) -> Index:
         if d.get("schemaVersion") != 2 or "manifests" not in d:
             raise InvalidArgumentError("not an image index (schemaVersion 2 with manifests)")
+        check_index(d)
         return cls(
             manifests=tuple(Descriptor.from_json(x) for x in d.get("manifests") or ()),
             media_type=d.get("mediaType") or MT_OCI_INDEX,
@@ -304,6 +561,7 @@ class ImageConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ImageConfig:
+        check_config(d)
         known = {"architecture", "os", "variant", "created", "author", "config", "rootfs", "history"}
         rootfs = d.get("rootfs") or {}
         try:

@@ -10,7 +10,7 @@ from typing import Any
 from nbcontainer.engine.core import Core, host_arch
 from nbcontainer.engine.results import HistoryRow, ImageRow, LayerRow, RemoveResult, parse_time, utcnow
 from nbcontainer.errors import InvalidArgumentError, NotFoundError, StateTransitionError
-from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig, Reference, chain_ids
+from nbcontainer.oci import MT_OCI_LAYER, Descriptor, Digest, History, ImageConfig, Reference
 from nbcontainer.snapshot import ContainerLayer
 from nbcontainer.store import Image
 
@@ -25,14 +25,21 @@ class Images:
 
     def images(self, *, all: bool = False) -> list[ImageRow]:
         rows: list[ImageRow] = []
-        for img in self.core.store.images():
-            created = parse_time(img.config.created)
-            size = self.core.image_size(img)
-            if img.names:
-                for name in img.names:
+        # An image stored invalid (by an older version, or damaged) is listed like Docker lists every
+        # image it holds, with created None and ``row.image.problem`` saying why, so one bad image
+        # never hides the others and the user sees what to ``rmi``.
+        for img in self.core.store.images(broken=True):
+            created = None if img.problem else parse_time(img.config.created)
+            size = img.size if img.problem else self.core.image_size(img)
+            named = False
+            for name in img.names:
+                try:
                     ref = Reference.parse(name)
-                    rows.append(ImageRow(ref.familiar_name, ref.tag or "<none>", img.id, created, size, img))
-            else:
+                except InvalidArgumentError:
+                    continue  # a name index.json should never hold; fsck reports it
+                named = True
+                rows.append(ImageRow(ref.familiar_name, ref.tag or "<none>", img.id, created, size, img))
+            if not named:
                 rows.append(ImageRow("<none>", "<none>", img.id, created, size, img))
         rows.sort(key=lambda r: (r.created or _dt.datetime.min.replace(tzinfo=_dt.UTC)), reverse=True)
         return rows
@@ -42,15 +49,18 @@ class Images:
         img = self.core.image(ref)
         cfg = img.config
         hist = list(cfg.history) or [History(created=cfg.created) for _ in cfg.diff_ids]
-        others = self.core.store.images()
+        prefixes = _PrefixIndex(self.core.store.images())
+        chains = cfg.chain_ids
         rows: list[HistoryRow] = []
         layer_i = 0
+        hist_key = 0
         for k, h in enumerate(hist):
+            hist_key = _fold(hist_key, h)
             diff_id = ""
             size = 0
             if not h.empty_layer and layer_i < len(cfg.diff_ids):
                 diff_id = cfg.diff_ids[layer_i]
-                chain = chain_ids(cfg.diff_ids[: layer_i + 1])[-1]
+                chain = chains[layer_i]
                 if self.core.snapshots.has_layer(chain):
                     size = self.core.snapshots.layer(chain).size
                 elif layer_i < len(img.manifest.layers):
@@ -59,7 +69,8 @@ class Images:
             if k == len(hist) - 1:
                 image_id = str(img.id)
             else:
-                image_id = _prefix_image(others, hist[: k + 1], cfg.diff_ids[:layer_i]) or "<missing>"
+                image_id = prefixes.find(hist, k + 1, hist_key, cfg.diff_ids, layer_i,
+                                         chains[layer_i - 1] if layer_i else "") or "<missing>"
             rows.append(HistoryRow(image_id, parse_time(h.created), h.created_by, size, h.comment,
                                    h.empty_layer, diff_id))
         rows.reverse()
@@ -137,7 +148,7 @@ class Images:
 
     def rmi(self, ref: str, *, force: bool = False, prune_layers: bool = True) -> RemoveResult:
         """Untag ``ref``; delete the image when it has no name left (``docker rmi``)."""
-        img = self.core.image(ref)
+        img = self.core.store.resolve(ref, broken=True)  # an invalid stored image can still be removed
         untagged: list[str] = []
         by_name = False
         try:
@@ -190,12 +201,39 @@ class Images:
         return self.core.add_and_unpack(config, [Descriptor(MT_OCI_LAYER, diff_id, size)], ref, None)
 
 
-def _prefix_image(images: list[Image], hist: list[History], diff_ids: tuple[Digest, ...]) -> str:
-    """The id of a local image whose history and layers are exactly this prefix, if any."""
-    for img in images:
-        if list(img.config.history) == hist and tuple(img.config.diff_ids) == tuple(diff_ids):
-            return str(img.id)
-    return ""
+def _fold(key: int, row: History) -> int:
+    """The running hash of a history prefix: one step per row, so every prefix costs O(1) more."""
+    return hash((key, row))
+
+
+class _PrefixIndex:
+    """Local images keyed by (history length, history hash, layer count, top chain id), so that
+    ``history`` finds the image whose history and layers are exactly a given prefix in O(1) per row
+    instead of comparing every image's history with every prefix (which was quadratic).
+
+    A key hit is confirmed by comparing the rows and diff_ids themselves; an image is only a candidate
+    for the one prefix length equal to its own history length, so the confirmations together cost at most
+    the total length of the other images' histories. Ties go to the first image in store order.
+    """
+
+    def __init__(self, images: list[Image]) -> None:
+        self.by_key: dict[tuple[int, int, int, str], list[Image]] = {}
+        for img in images:
+            key = 0
+            for row in img.config.history:
+                key = _fold(key, row)
+            chains = img.config.chain_ids
+            k = (len(img.config.history), key, len(chains), str(chains[-1]) if chains else "")
+            self.by_key.setdefault(k, []).append(img)
+
+    def find(self, hist: list[History], n_rows: int, hist_key: int, diff_ids: tuple[Digest, ...],
+             n_layers: int, top_chain: str) -> str:
+        """The id of a local image whose history is ``hist[:n_rows]`` and layers ``diff_ids[:n_layers]``."""
+        for img in self.by_key.get((n_rows, hist_key, n_layers, str(top_chain)), ()):
+            if (list(img.config.history) == hist[:n_rows]
+                    and tuple(img.config.diff_ids) == diff_ids[:n_layers]):
+                return str(img.id)
+        return ""
 
 
 def _count_entries(path: Path) -> int:

@@ -26,7 +26,37 @@ from nbcontainer.oci import (
 from nbcontainer.store.content import ContentStore, Writer
 from nbcontainer.store.refs import RefStore, atomic_write
 
-__all__ = ["ContentStore", "Image", "ImageStore", "RefStore", "Writer", "atomic_write"]
+__all__ = ["STORE_VERSION", "ContentStore", "Image", "ImageStore", "RefStore", "Writer", "atomic_write",
+           "check_store_version"]
+
+#: The on-disk format of a store root, kept in its ``store-version`` file (DESIGN §3). A root without
+#: the file was made before it existed (format 0) and is migrated on open by writing it.
+STORE_VERSION = 1
+STORE_VERSION_FILE = "store-version"
+
+
+def check_store_version(root: str | os.PathLike) -> int:
+    """Refuse a store of a newer format; write ``store-version`` into a new or older one. Returns the
+    format found (0 for a store made before the file existed, or a new empty root)."""
+    path = Path(root) / STORE_VERSION_FILE
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    found = 0
+    if text:
+        try:
+            found = int(text)
+        except ValueError:
+            raise InvalidArgumentError(f"store format {text[:20]!r} in {path} is not a number") from None
+    if found > STORE_VERSION:
+        raise InvalidArgumentError(
+            f"store format {found} is newer than this nbcontainer understands ({STORE_VERSION})"
+        )
+    if found < STORE_VERSION:
+        # 0 -> 1: nothing on disk changes but the version file itself
+        atomic_write(path, f"{STORE_VERSION}\n".encode())
+    return found
 
 
 @dataclass(frozen=True)
@@ -38,6 +68,10 @@ class Image:
     manifest: Manifest
     config: ImageConfig
     names: tuple[str, ...]
+    #: Why this stored image cannot be used (its config or manifest is invalid: written by an older
+    #: version or damaged); "" for a good image. Only :meth:`ImageStore.images` with ``broken=True``
+    #: returns such images, so listings show them and nothing else ever uses them.
+    problem: str = ""
 
     @property
     def short_id(self) -> str:
@@ -59,6 +93,7 @@ class ImageStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        check_store_version(self.root)
         self.content = ContentStore(self.root)
         self.refs = RefStore(self.root)
 
@@ -70,7 +105,9 @@ class ImageStore:
     def config(self, digest: str) -> ImageConfig:
         return ImageConfig.from_bytes(self.content.read(digest))
 
-    def images(self) -> list[Image]:
+    def images(self, *, broken: bool = False) -> list[Image]:
+        """The images of the store; with ``broken``, also those whose manifest or config is invalid,
+        each with its :attr:`Image.problem` set (for listings; never to run or build on)."""
         by_digest: dict[str, list[str]] = {}
         media: dict[str, Descriptor] = {}
         for d in self.refs.entries():
@@ -82,23 +119,41 @@ class ImageStore:
         out = []
         for digest, names in by_digest.items():
             img = self._load(media[digest], tuple(sorted(names)))
-            if img is not None:
+            if img is not None and (broken or not img.problem):
                 out.append(img)
         return out
 
     def _load(self, desc: Descriptor, names: tuple[str, ...]) -> Image | None:
+        if desc.media_type in INDEX_TYPES:
+            return None
+        manifest: Manifest | None = None
         try:
-            if desc.media_type in INDEX_TYPES:
-                return None
             manifest = self.manifest(desc.digest)
             config = self.config(manifest.config.digest)
-        except (NotFoundError, InvalidArgumentError):
+        except NotFoundError:
             return None  # a leftover of an interrupted write; fsck reports it
+        except InvalidArgumentError as err:
+            # stored, but not valid (an older version wrote it, or it was damaged): listed with a mark
+            if manifest is None:
+                manifest = Manifest(Descriptor(desc.media_type, desc.digest, desc.size), ())
+            placeholder = ImageConfig(architecture="", os="")
+            return Image(manifest.config.digest, desc.digest, manifest, placeholder, names, str(err))
         return Image(manifest.config.digest, desc.digest, manifest, config, names)
 
-    def resolve(self, ref: str) -> Image:
-        """Find an image by name (``busybox``, ``busybox:1``), id or id prefix, or ``name@digest``."""
-        images = self.images()
+    def resolve(self, ref: str, *, broken: bool = False) -> Image:
+        """Find an image by name (``busybox``, ``busybox:1``), id or id prefix, or ``name@digest``.
+
+        An image whose config or manifest is invalid is refused with its problem, unless ``broken``
+        (for ``rmi``, which must be able to remove what ``images`` lists)."""
+        img = self._resolve(ref)
+        if img.problem and not broken:
+            raise InvalidArgumentError(
+                f"image {ref.strip()!r} is unusable ({img.problem}); remove it with rmi"
+            )
+        return img
+
+    def _resolve(self, ref: str) -> Image:
+        images = self.images(broken=True)
         text = ref.strip()
         if not text:
             raise InvalidArgumentError("empty image reference")

@@ -11,7 +11,7 @@ import pytest
 
 from nbcontainer import Engine
 from nbcontainer.cli import main as cli
-from nbcontainer.errors import NotFoundError, StateTransitionError, UnsafeArchiveError
+from nbcontainer.errors import InvalidArgumentError, NotFoundError, StateTransitionError, UnsafeArchiveError
 from nbcontainer.oci import History, ImageConfig
 
 needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static not installed")
@@ -200,3 +200,90 @@ def test_kill_9_during_import_leaves_a_store_that_lists_and_repairs(tmp_path):
     # and the interrupted import can simply be run again
     engine.import_(big, "big:1")
     assert engine.layers("big:1")[0].files == 600
+
+
+def test_images_lists_an_invalid_stored_image_with_a_mark_and_rmi_removes_it(engine, tmp_path):
+    path = tmp_path / "r.tar"
+    path.write_bytes(rootfs_tar([("a", b"a")]))
+    good = engine.import_(path, "good:1")
+    path.write_bytes(rootfs_tar([("b", b"b")]))
+    bad = engine.import_(path, "bad:1")
+    cfg = bad.config.to_json()
+    cfg["created"] = 1e20  # what an older version let through; parsing it broke `images` for everyone
+    cfg["config"] = {"Env": "A=1"}
+    blob = engine.store.content.path(bad.id)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(json.dumps(cfg).encode())
+    rows = {r.repository: r for r in engine.images()}
+    assert set(rows) == {"good", "bad"}
+    assert rows["good"].created is not None and rows["good"].image.problem == ""
+    assert rows["bad"].created is None and rows["bad"].id == bad.id
+    assert rows["bad"].image.problem.startswith("image config: 'created'")
+    assert rows["bad"].size == bad.size
+    with pytest.raises(InvalidArgumentError, match="unusable"):
+        engine.history("bad:1")
+    engine.rmi("bad:1")
+    assert [r.repository for r in engine.images()] == ["good"]
+    assert engine.history("good:1")[0].id == good.id
+
+
+def _old_history_ids(images, img):
+    """The quadratic algorithm ``history`` used before, kept here as the reference for its results."""
+    cfg = img.config
+    hist = list(cfg.history) or [History(created=cfg.created) for _ in cfg.diff_ids]
+    out, layer_i = [], 0
+    for k, h in enumerate(hist):
+        if not h.empty_layer and layer_i < len(cfg.diff_ids):
+            layer_i += 1
+        if k == len(hist) - 1:
+            out.append(str(img.id))
+            continue
+        hit = ""
+        for other in images:
+            if (list(other.config.history) == hist[: k + 1]
+                    and tuple(other.config.diff_ids) == cfg.diff_ids[:layer_i]):
+                hit = str(other.id)
+                break
+        out.append(hit or "<missing>")
+    out.reverse()
+    return out
+
+
+def test_history_prefix_ids_equal_the_old_quadratic_algorithm(engine):
+    from nbcontainer.oci import MT_OCI_LAYER, Descriptor
+
+    blobs = [engine.store.content.put(rootfs_tar([(f"f{i}", bytes([i]))])) for i in range(4)]
+    descs = [Descriptor(MT_OCI_LAYER, b, engine.store.content.size(b)) for b in blobs]
+
+    def row(i, empty=False):
+        return History(created=f"2025-01-0{1 + i % 9}T00:00:00Z", created_by=f"step {i}", empty_layer=empty)
+
+    # rows: L0, meta, L1, meta, L2, L3 -- images at several prefixes, one twin that differs in a field
+    # history does not compare (author), one with the same history but other layers, one with none
+    plan = [(0, True), (1, False), (2, True), (3, False), (4, True), (5, True)]
+    rows = [row(i, empty=not has) for i, has in plan]
+    n_layers = [sum(1 for _, has in plan[: k + 1] if has) for k in range(len(plan))]
+
+    def add(k, name, *, author="", swap=False):
+        layers = descs[: n_layers[k]]
+        if swap and len(layers) > 1:
+            layers = [layers[1], layers[0], *layers[2:]]
+        cfg = ImageConfig("amd64", created="2025-02-01T00:00:00Z", author=author,
+                          diff_ids=tuple(d.digest for d in layers), history=tuple(rows[: k + 1]))
+        return engine.core.add_and_unpack(cfg, layers, name, None)
+
+    add(0, "p0:1")
+    add(1, "p1:1")
+    add(1, "p1twin:1", author="someone")
+    add(3, "p3swap:1", swap=True)
+    add(4, "p4:1")
+    top = add(5, "top:1")
+    no_hist = engine.core.add_and_unpack(
+        ImageConfig("amd64", created="2025-03-01T00:00:00Z", diff_ids=tuple(d.digest for d in descs[:2])),
+        descs[:2], "nohist:1", None)
+    images = engine.store.images()
+    for img in (top, no_hist, *images):
+        expected = _old_history_ids(images, img)
+        assert [r.id for r in engine.history(str(img.id))] == expected
+    got = [r.id for r in engine.history("top:1")]
+    assert got.count("<missing>") == 2 and len(set(got) - {"<missing>"}) == 4

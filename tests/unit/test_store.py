@@ -106,3 +106,59 @@ def test_killed_writer_leaves_a_store_that_still_lists(tmp_path):
     fresh = ImageStore(tmp_path)
     assert fresh.content.sweep() == 1
     assert [i.id for i in fresh.images()] == [img.id]
+
+
+def test_new_store_gets_a_store_version_file(tmp_path):
+    from nbcontainer.store import STORE_VERSION
+
+    ImageStore(tmp_path / "s")
+    assert (tmp_path / "s" / "store-version").read_text().strip() == str(STORE_VERSION)
+
+
+def test_store_without_a_version_file_is_migrated_when_opened(tmp_path):
+    from nbcontainer.store import STORE_VERSION
+
+    store = ImageStore(tmp_path)
+    img = make_image(store, "busybox")
+    (tmp_path / "store-version").unlink()  # as today's main left it
+    reopened = ImageStore(tmp_path)
+    assert (tmp_path / "store-version").read_text().strip() == str(STORE_VERSION)
+    assert [i.id for i in reopened.images()] == [img.id]
+
+
+def test_store_of_a_newer_format_is_refused_with_one_line(tmp_path):
+    from nbcontainer.store import STORE_VERSION
+
+    ImageStore(tmp_path)
+    (tmp_path / "store-version").write_text(f"{STORE_VERSION + 1}\n")
+    with pytest.raises(InvalidArgumentError) as err:
+        ImageStore(tmp_path)
+    assert str(err.value) == (f"store format {STORE_VERSION + 1} is newer than this nbcontainer understands "
+                              f"({STORE_VERSION})")
+    assert (tmp_path / "store-version").read_text() == f"{STORE_VERSION + 1}\n"  # left as it was
+
+
+def _overwrite_config(store, img, obj):
+    """Replace an image's config blob with ``obj`` in place, as an older version might have written it."""
+    path = store.content.path(img.id)
+    os.chmod(path, 0o644)
+    path.write_bytes(json.dumps(obj).encode())
+
+
+def test_invalid_stored_config_is_listed_with_a_problem_and_refused_for_use(tmp_path):
+    store = ImageStore(tmp_path)
+    good = make_image(store, "good")
+    bad = make_image(store, "bad", payload=b"other")
+    cfg = bad.config.to_json()
+    cfg["created"] = 1e20
+    _overwrite_config(store, bad, cfg)
+    assert [i.id for i in store.images()] == [good.id]
+    listed = {i.id: i for i in store.images(broken=True)}
+    assert listed[good.id].problem == ""
+    assert listed[bad.id].problem == "image config: 'created' must be an RFC 3339 time"
+    assert listed[bad.id].names == ("docker.io/library/bad:latest",)
+    with pytest.raises(InvalidArgumentError, match=r"unusable.*'created'.*remove it with rmi"):
+        store.resolve("bad")
+    assert store.resolve("bad", broken=True).id == bad.id
+    store.remove(store.resolve("bad", broken=True))
+    assert [i.id for i in store.images(broken=True)] == [good.id]

@@ -349,6 +349,15 @@ class _Loader:
         self.pending: dict[str, _Pending] = {}
 
     def run(self) -> list[_Pending]:
+        try:
+            return self._run()
+        except InvalidArgumentError as err:
+            # schema errors of a config, manifest or index (oci.py) get the archive's name in front
+            if type(err) is not InvalidArgumentError or str(err).startswith(f"{self.label}:"):
+                raise
+            raise InvalidArgumentError(f"{self.label}: {err}") from None
+
+    def _run(self) -> list[_Pending]:
         if self.source.exists("manifest.json"):
             self._docker_archive()
         elif self.source.exists("index.json"):

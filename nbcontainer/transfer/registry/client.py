@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from nbcontainer.errors import DigestMismatchError, InvalidArgumentError, NotFoundError, RegistryError
 from nbcontainer.oci import (
@@ -236,12 +236,12 @@ class RegistryClient:
         scope = f"repository:{r.repository}:pull"
         digest, raw, media_type = get_manifest(sess, r, r.digest or r.tag, scope)
         if media_type in INDEX_TYPES:
-            index = Index.from_bytes(raw)
+            index = _decode(r, Index.from_bytes, raw)
             if platform is None:
                 return RemoteManifest(str(r), digest, media_type, index, raw)
             desc, raw, media_type = select_manifest(sess, r, index, parse_platform(platform), scope)
             digest = desc.digest
-        return RemoteManifest(str(r), digest, media_type, Manifest.from_bytes(raw), raw)
+        return RemoteManifest(str(r), digest, media_type, _decode(r, Manifest.from_bytes, raw), raw)
 
     # -- pull -------------------------------------------------------------------------------
 
@@ -267,11 +267,11 @@ class RegistryClient:
         scope = f"repository:{r.repository}:pull"
         top_digest, raw, media_type = get_manifest(sess, r, r.digest or r.tag, scope)
         if media_type in INDEX_TYPES:
-            _, raw, media_type = select_manifest(sess, r, Index.from_bytes(raw), want, scope)
+            _, raw, media_type = select_manifest(sess, r, _decode(r, Index.from_bytes, raw), want, scope)
         self.emit(ProgressEvent(r.tag or r.digest, f"Pulling from {r.repository}"))
-        manifest = Manifest.from_bytes(raw)
+        manifest = _decode(r, Manifest.from_bytes, raw)
         config_bytes = get_blob(sess, r, manifest.config, scope, "config")
-        config = ImageConfig.from_bytes(config_bytes)
+        config = _decode(r, ImageConfig.from_bytes, config_bytes)
         if len(config.diff_ids) != len(manifest.layers):
             raise RegistryError(f"{r.familiar}: manifest has {len(manifest.layers)} layers but the "
                                 f"config lists {len(config.diff_ids)} diff_ids")
@@ -491,3 +491,13 @@ class RegistryClient:
 def _silent(done: int) -> None:
     """The ``report`` for layers that were not downloaded now: their extraction is not news."""
 
+
+_T = TypeVar("_T")
+
+
+def _decode(ref: Reference, parse: Callable[[bytes], _T], raw: bytes) -> _T:
+    """Parse a pulled manifest, index or config (schema-checked in oci.py); errors name the image."""
+    try:
+        return parse(raw)
+    except InvalidArgumentError as err:
+        raise InvalidArgumentError(f"{ref.familiar}: {err}") from None
