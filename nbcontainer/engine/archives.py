@@ -147,7 +147,7 @@ class Archives:
 
     def fsck(self, *, repair: bool = False) -> list[str]:
         problems = [f"ingest leftover swept: {n}" for n in [self.core.store.content.sweep()] if n]
-        problems += self.core.snapshots.fsck(repair=repair)
+        problems += self.core.snapshots.fsck(repair=repair, live_keys=self._live_snapshot_keys())
         for d in self.core.store.content.walk():
             if not self.core.store.content.verify(d):
                 problems.append(f"corrupt blob {d}")
@@ -157,6 +157,18 @@ class Archives:
                     problems.append(f"image {img.id.short}: missing layer blob {desc.digest}")
         return problems
 
+    def _live_snapshot_keys(self) -> set[str] | None:
+        """Snapshot keys of the containers on disk (``containers/<id>``), or None when the dir
+        cannot be read (then fsck leaves container layers alone)."""
+        try:
+            keys = {e.name for e in os.scandir(self.core.root / "containers")}
+        except FileNotFoundError:
+            keys = set()
+        except OSError:
+            return None
+        for c in self.core.container_configs():
+            keys.add((c.get("annotations") or {}).get("snapshot_key", "") or c.get("id", ""))
+        return keys
 
 
 

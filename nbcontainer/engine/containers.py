@@ -433,7 +433,8 @@ class Containers:
                 if squash:
                     from nbcontainer.layers import write_flat_tar
 
-                    lowers = self.core.snapshots.container_layer(key).lower_dirs
+                    # the image's layers only: the init dir's stubs are the runtime's, not the image's
+                    lowers = self.core.snapshots.container_layer(key).image_dirs
                     dirs = [str(upper), *(str(d) for d in lowers)]
                     write_flat_tar(dirs, w)  # type: ignore[arg-type]  # a Writer is a binary sink
                 else:

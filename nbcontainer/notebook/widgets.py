@@ -96,8 +96,10 @@ def _stack(engine: Any, ref: str, container: bool | None) -> tuple[list[str], li
             c = None
         if c is not None:
             layer = engine.container_layer(c.id)
-            lowers = [str(d) for d in reversed(layer.lower_dirs)]
+            lowers = [str(d) for d in reversed(layer.image_dirs)]
             labels = [f"image layer {i}" for i in range(len(lowers))]
+            if layer.init is not None:  # the runtime's stubs (/etc/hosts, /proc …), as Docker's -init
+                lowers, labels = [*lowers, str(layer.init)], [*labels, "init (runtime stubs)"]
             return [*lowers, str(layer.upper)], [*labels, "container (upper)"]
     dirs = engine.layer_dirs(ref)
     hist = [h.created_by for h in engine.image(ref).config.history if not h.empty_layer]
