@@ -103,3 +103,14 @@ class UnsupportedHostError(NbContainerError):
     def __init__(self, message: str, *, fix: str = "") -> None:
         super().__init__(f"{message} ({fix})" if fix else message)
         self.fix = fix
+
+
+def disk_full(err: OSError) -> str | None:
+    """One line for a full disk or quota (``None`` for any other OS error): the faces print it
+    instead of a traceback; the store's writes are atomic, so nothing half-written stays behind."""
+    import errno
+
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" (writing {err.filename})" if err.filename else ""
+    return f"no space left on device{where}: free some space (nbcontainer prune, rmi, rm) and retry"

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from nbcontainer.errors import NbContainerError
+from nbcontainer.errors import NbContainerError, disk_full
 
 if TYPE_CHECKING:
     from nbcontainer.verbs import Result
@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except NbContainerError as err:
         print(f"Error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        line = disk_full(err)
+        if line is None:
+            raise
+        print(f"Error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -19,7 +19,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 
 from nbcontainer import verbs
 from nbcontainer.analysis import frames
-from nbcontainer.errors import NbContainerError
+from nbcontainer.errors import NbContainerError, disk_full
 from nbcontainer.verbs import HelpShown, Result
 from nbcontainer.verbs.containers import options
 
@@ -135,6 +135,11 @@ class ContainerMagics(Magics):
             return None
         except NbContainerError as err:
             raise UsageError(str(err)) from None
+        except OSError as err:
+            full = disk_full(err)
+            if full is None:
+                raise
+            raise UsageError(full) from None
         value = present(result)
         if out:
             self._user_ns()[out] = value
@@ -176,6 +181,11 @@ class ContainerMagics(Magics):
             return None
         except NbContainerError as err:
             raise UsageError(str(err)) from None
+        except OSError as err:
+            full = disk_full(err)
+            if full is None:
+                raise
+            raise UsageError(full) from None
         if out:
             self._user_ns()[out] = value
         return value

@@ -236,6 +236,7 @@ class Runner:
             os.chmod(fifo, 0o622)  # any container user may open it for writing (umask would not)
             # atomic: listers read it concurrently
             _state.write_json(os.path.join(bundle, _state.CONFIG), b.to_json())
+            _state.reserve_space(bundle)
             program = _seccomp_program(spec)
             rules = [devices.DeviceRule(d.type, d.major, d.minor, d.access, True) for d in spec.devices]
             try:

@@ -141,7 +141,12 @@ class _Pump:
             out += _state.log_record(stream, self.partial[stream], when)
             self.partial[stream] = b""
         if out:
-            os.write(self.log_fd, out)
+            try:
+                os.write(self.log_fd, out)
+            except OSError as err:
+                # a full disk loses log lines, never the container's exit code
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
 
     def detach(self) -> None:
         if self.attached is not None:

@@ -16,6 +16,7 @@ reach PID 1 and the cgroup's processes directly; the exit is recorded by the run
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -28,6 +29,8 @@ STATE = "state.json"
 CONFIG = "config.json"
 FIFO = "exec.fifo"
 LOG = "log.jsonl"
+RESERVE = "state.reserve"
+RESERVE_SIZE = 64 * 1024
 
 
 def now() -> str:
@@ -62,12 +65,40 @@ def read_json(path: str) -> dict:
 def write_json(path: str, obj: dict) -> None:
     """Atomic replace. No fsync: this is the hot path of every container, and ext4 orders a
     rename-over after the data of the file it replaces (auto_da_alloc)."""
+    data = json.dumps(obj).encode()
+    try:
+        _write_replace(path, data)
+    except OSError as err:
+        # A full disk: give back the space reserved at create and write again, so the exit code
+        # of a container that filled the disk is still recorded.
+        reserve = os.path.join(os.path.dirname(path), RESERVE)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not os.path.exists(reserve):
+            raise
+        os.unlink(reserve)
+        _write_replace(path, data)
+
+
+def _write_replace(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     # 0600: a container's config holds its -e values, its state its pids
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(json.dumps(obj).encode())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def reserve_space(bundle: str) -> None:
+    """Set aside a little space in the bundle for the last state writes (see :func:`write_json`)."""
+    fd = os.open(os.path.join(bundle, RESERVE), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, bytes(RESERVE_SIZE))
+    finally:
+        os.close(fd)
 
 
 def update(bundle: str, fields: dict) -> dict:
