@@ -48,3 +48,31 @@ def test_a_container_that_fills_the_disk_keeps_its_exit_code_and_commit_fails_in
         engine.run("busybox", ["true"], remove=True, network="none")  # room again: it works
     finally:
         cleanup_engine(engine, small_root / "store")  # the tmpfs itself is the fixture's
+
+
+def test_loading_an_archive_larger_than_the_disk_fails_in_one_line_and_leaves_the_store_as_it_was(
+        small_root, tmp_path):
+    import io
+    import tarfile
+
+    from nbcontainer import Engine
+
+    big = tmp_path / "big-rootfs.tar"
+    with tarfile.open(big, "w") as tar:
+        data = os.urandom(32 << 20)  # more than the 24 MB disk, incompressible
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    roomy = Engine(tmp_path / "roomy")
+    roomy.import_(big, "big:1")
+    archive = tmp_path / "big.tar"
+    roomy.save("big:1", archive)
+    small = Engine(small_root / "store")
+    small.bootstrap("busybox")
+    before = [(r.repository, r.id) for r in small.images()]
+    cli = subprocess.run([sys.executable, "-m", "nbcontainer", "--root", str(small.root), "load", "-q", "-i",
+                          str(archive)], capture_output=True, text=True, check=False)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr
+    assert cli.stderr.count("\n") == 1 and "no space left on device" in cli.stderr, cli.stderr
+    assert [(r.repository, r.id) for r in small.images()] == before
+    assert list((small.root / "ingest").iterdir()) == []
