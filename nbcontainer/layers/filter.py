@@ -22,7 +22,16 @@ from nbcontainer.layers.tario import KINDS, XATTR_PAX_PREFIX
 __all__ = ["check_member", "check_parents", "layer_filter"]
 
 
+# Longer names cannot be created (PATH_MAX) and deeper trees overflow recursive clean-up (rmtree).
+MAX_NAME = 4096
+MAX_DEPTH = 256
+
+
 def _normalise(name: str, member: str, what: str) -> str:
+    if len(name) > MAX_NAME or name.count("/") > MAX_DEPTH:
+        short = member if len(member) <= 200 else member[:200] + "..."
+        raise UnsafeArchiveError(short, f"{what} is longer than {MAX_NAME} characters or deeper than "
+                                        f"{MAX_DEPTH} directories")
     while name.startswith("./"):
         name = name[2:]
     if name and name[0] not in "./" and not name.endswith("/") and not any(

@@ -356,6 +356,8 @@ class _Loader:
             if type(err) is not InvalidArgumentError or str(err).startswith(f"{self.label}:"):
                 raise
             raise InvalidArgumentError(f"{self.label}: {err}") from None
+        except RecursionError:  # JSON nested too deep for json.loads (oci.py parses index.json)
+            raise InvalidArgumentError(f"{self.label}: invalid JSON: nested too deeply") from None
 
     def _run(self) -> list[_Pending]:
         if self.source.exists("manifest.json"):
@@ -530,7 +532,7 @@ def _docker_entries(data: bytes, label: str) -> list[tuple[str, list[str], list[
             if not isinstance(config, str) or not all(isinstance(x, str) for x in [*layers, *tags]):
                 raise ValueError("Config, Layers and RepoTags must be strings")
             out.append((config, list(layers), list(tags)))
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise InvalidArgumentError(f"{label}: invalid manifest.json: {err}") from None
     return out
 
@@ -538,7 +540,7 @@ def _docker_entries(data: bytes, label: str) -> list[tuple[str, list[str], list[
 def _json_keys(data: bytes) -> set[str]:
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return set()
     return set(obj) if isinstance(obj, dict) else set()
 
