@@ -64,6 +64,21 @@ def present(result: Result) -> Any:
     return Output(result.lines, result.value)
 
 
+def _usage_error(err: NbContainerError | OSError) -> BaseException:
+    """One line for the person at the notebook; any OS error but a full disk stays a traceback."""
+    if isinstance(err, NbContainerError):
+        return UsageError(str(err))
+    full = disk_full(err)
+    return UsageError(full) if full is not None else err
+
+
+def _split(line: str, prog: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as err:
+        raise UsageError(f"{prog}: {err}") from None
+
+
 def _shell_ns(shell: Any) -> dict[str, Any]:
     if shell is None:
         raise UsageError("--out needs an IPython shell")
@@ -133,13 +148,8 @@ class ContainerMagics(Magics):
             result = verbs.call(engine, args)
         except HelpShown:
             return None
-        except NbContainerError as err:
-            raise UsageError(str(err)) from None
-        except OSError as err:
-            full = disk_full(err)
-            if full is None:
-                raise
-            raise UsageError(full) from None
+        except (NbContainerError, OSError) as err:
+            raise _usage_error(err) from None
         value = present(result)
         if out:
             self._user_ns()[out] = value
@@ -154,10 +164,7 @@ class ContainerMagics(Magics):
     @line_magic
     def container(self, line: str) -> Any:
         """``%container VERB [options]`` — the CLI's verbs; see ``%container --help``."""
-        try:
-            argv = shlex.split(line)
-        except ValueError as err:
-            raise UsageError(f"%container: {err}") from None
+        argv = _split(line, "%container")
         return self._call(argv)
 
     def _user_ns(self) -> dict[str, Any]:
@@ -166,10 +173,7 @@ class ContainerMagics(Magics):
     @cell_magic("container")  # type: ignore[arg-type]  # IPython types the named form as taking nothing
     def container_cell(self, line: str, cell: str) -> Any:
         """``%%container run [opts] IMAGE``: run the cell as a shell script in a new container."""
-        try:
-            argv = shlex.split(line)
-        except ValueError as err:
-            raise UsageError(f"%%container: {err}") from None
+        argv = _split(line, "%%container")
         if not argv or argv[0] != "run":
             raise UsageError("%%container: only 'run [options] IMAGE' is supported as a cell magic")
         parser = verbs.parser("%%container")
@@ -179,13 +183,8 @@ class ContainerMagics(Magics):
             value = run_cell(self.engine, args, cell)
         except HelpShown:
             return None
-        except NbContainerError as err:
-            raise UsageError(str(err)) from None
-        except OSError as err:
-            full = disk_full(err)
-            if full is None:
-                raise
-            raise UsageError(full) from None
+        except (NbContainerError, OSError) as err:
+            raise _usage_error(err) from None
         if out:
             self._user_ns()[out] = value
         return value
@@ -194,10 +193,7 @@ class ContainerMagics(Magics):
     @line_magic
     def commit(self, line: str) -> Any:
         """``%commit [-m MSG] [-c INSTR] CONTAINER [REPO[:TAG]]``."""
-        try:
-            argv = shlex.split(line)
-        except ValueError as err:
-            raise UsageError(f"%commit: {err}") from None
+        argv = _split(line, "%commit")
         return self._call(["commit", *argv], prog="%commit")
 
     @line_magic
